@@ -1,1 +1,125 @@
-fn main() {}
+//! The `tandem` binary: command line, config loading, daemon wiring, admin API.
+
+mod admin;
+mod config;
+mod ctl;
+mod daemon;
+mod demo_backend;
+mod logging;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "tandem", about = "High availability and failover for real services, in one binary")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Human)]
+    log_format: logging::Format,
+    /// Log filter, e.g. "info", "debug", "tandem_proxy=debug" (RUST_LOG also works).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node: the sections present in the config decide what runs.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file; nothing is started or bound. Exit 0 when valid, 2 when not.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Talk to a running node's admin API.
+    Ctl {
+        /// Admin API address (default: from --config, else 127.0.0.1:9000).
+        #[arg(long, env = "TANDEM_ADMIN")]
+        admin: Option<String>,
+        /// File with the admin bearer token.
+        #[arg(long, env = "TANDEM_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+        /// Read the admin address and token from this node config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: ctl::CtlCommand,
+    },
+    /// Print the version.
+    Version,
+    /// A small HTTP service to put behind tandem in demos, tutorials and tests.
+    #[command(hide = true)]
+    DemoBackend {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "demo")]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, cli.log_level.as_deref());
+    match cli.command {
+        Command::Version => {
+            println!("tandem {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config: path } => {
+            let config = match Config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            report(daemon::run(&path, config))
+        }
+        Command::Ctl { admin, token_file, config, command } => {
+            let ep = match ctl::Endpoint::resolve(admin, token_file, config) {
+                Ok(ep) => ep,
+                Err(e) => {
+                    eprintln!("tandem ctl: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            report(current_thread().and_then(|rt| rt.block_on(ctl::run(ep, command))))
+        }
+        Command::DemoBackend { listen, name } => {
+            report(current_thread().and_then(|rt| rt.block_on(demo_backend::run(listen, name))))
+        }
+    }
+}
+
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tandem: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The admin HTTP API: health, metrics, status and events for everyone; reload and server
+//! state changes for holders of the bearer token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::json;
+use tandem_core::{EventBus, Shutdown};
+use tandem_proxy::{AdminState, Proxy, ProxyError};
+
+use crate::daemon::Reloader;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AdminCtx {
+    pub proxy: Arc<Proxy>,
+    pub registry: Arc<Registry>,
+    pub events: EventBus,
+    pub reloader: Arc<Reloader>,
+    /// Mutating calls are refused on a non-loopback address without a token.
+    pub loopback: bool,
+    pub started: tandem_core::clock::Instant,
+}
+
+pub fn router(ctx: AdminCtx) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/events", get(events))
+        .route("/reload", post(reload))
+        .route("/servers/{backend}/{server}/state", post(set_state))
+        .fallback(not_found)
+        .with_state(ctx)
+}
+
+/// Serve the API on `listener` until `stop` is triggered.
+pub async fn serve(listener: tokio::net::TcpListener, ctx: AdminCtx, stop: Shutdown) {
+    let app = router(ctx);
+    let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { stop.wait().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "admin API stopped");
+    }
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn health() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn metrics(State(ctx): State<AdminCtx>) -> Response {
+    let mut body = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &ctx.registry) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}"));
+    }
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn status(State(ctx): State<AdminCtx>) -> Response {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": ctx.started.elapsed().as_secs(),
+        "config": ctx.reloader.path().display().to_string(),
+        "proxy": ctx.proxy.status(),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    since: Option<u64>,
+}
+
+async fn events(State(ctx): State<AdminCtx>, q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+    match q {
+        Ok(Query(q)) => Json(ctx.events.recent(q.since.unwrap_or(0))).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.body_text()),
+    }
+}
+
+/// Check the bearer token of a mutating call.
+fn authorize(ctx: &AdminCtx, headers: &HeaderMap) -> Result<(), Response> {
+    let token = ctx.reloader.token();
+    let Some(token) = token.as_deref() else {
+        return if ctx.loopback {
+            Ok(())
+        } else {
+            Err(error(
+                StatusCode::FORBIDDEN,
+                "mutating calls are disabled on a non-loopback admin address without [admin] token_file",
+            ))
+        };
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn reload(State(ctx): State<AdminCtx>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&ctx, &headers) {
+        return r;
+    }
+    match ctx.reloader.reload("admin API").await {
+        Ok(()) => Json(json!({ "result": "reloaded" })).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateBody {
+    state: AdminState,
+}
+
+async fn set_state(
+    State(ctx): State<AdminCtx>,
+    headers: HeaderMap,
+    Path((backend, server)): Path<(String, String)>,
+    body: Result<Json<StateBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = authorize(&ctx, &headers) {
+        return r;
+    }
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{}; expected {{\"state\": \"ready\" | \"drain\" | \"maint\"}}", e.body_text()),
+            )
+        }
+    };
+    match ctx.proxy.set_server_state(&backend, &server, body.state) {
+        Ok(()) => Json(json!({ "backend": backend, "server": server, "state": body.state })).into_response(),
+        Err(e @ ProxyError::NotFound { .. }) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}

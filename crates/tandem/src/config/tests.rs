@@ -1,0 +1,87 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("tandem.toml"), text)
+}
+
+const GOOD: &str = r#"
+[admin]
+listen = "127.0.0.1:9000"
+
+[[frontend]]
+name = "web"
+listen = "127.0.0.1:8080"
+backend = "app"
+
+[[backend]]
+name = "app"
+retries = 2
+[backend.health]
+check = "http"
+path = "/healthz"
+interval = "500ms"
+[[backend.server]]
+name = "a"
+address = "127.0.0.1:9001"
+[[backend.server]]
+name = "b"
+address = "127.0.0.1:9002"
+backup = true
+"#;
+
+#[test]
+fn a_good_config_parses_with_defaults() {
+    let c = parse(GOOD).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.backend[0].server.len(), 2);
+    assert_eq!(c.backend[0].health.interval.get().as_millis(), 500);
+    assert_eq!(c.backend[0].try_timeout.get().as_secs(), 5);
+    assert!(c.backend[0].server[1].backup);
+}
+
+fn error_of(text: &str) -> String {
+    match parse(text) {
+        Ok(_) => panic!("accepted a bad config"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let bad = GOOD.replace("retries = 2", "retries = 2\nretry_on = \"all\"");
+    let e = error_of(&bad);
+    assert!(e.starts_with("tandem.toml:13"), "{e}");
+    assert!(e.contains("retry_on"), "{e}");
+}
+
+#[test]
+fn bad_duration_names_the_line() {
+    let e = error_of(&GOOD.replace("\"500ms\"", "\"fast\""));
+    assert!(e.starts_with("tandem.toml:16"), "{e}");
+    assert!(e.contains("invalid duration"), "{e}");
+}
+
+#[test]
+fn validation_error_points_at_the_key() {
+    let e = error_of(&GOOD.replace("127.0.0.1:9002", "localhost"));
+    assert!(e.starts_with("tandem.toml:22: backend[0].server[1].address"), "{e}");
+    let e = error_of(&GOOD.replace("backend = \"app\"", "backend = \"nope\""));
+    assert!(e.starts_with("tandem.toml:8: frontend[0].backend"), "{e}");
+}
+
+#[test]
+fn every_problem_is_reported() {
+    let bad = GOOD.replace("127.0.0.1:9002", "x").replace("name = \"a\"", "name = \"b\"");
+    let e = error_of(&bad);
+    assert_eq!(e.lines().count(), 2, "{e}");
+}
+
+#[test]
+fn syntax_error_names_the_line() {
+    let e = error_of("[admin]\nlisten = \n");
+    assert!(e.starts_with("tandem.toml:2"), "{e}");
+}
+
+#[test]
+fn empty_config_is_refused() {
+    assert!(error_of("").contains("nothing to run"));
+}

@@ -1,0 +1,114 @@
+//! `tandem ctl`: a client of a running node's admin API.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::Subcommand;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+use crate::config::{read_token, Config};
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Show the node's status (frontends, backends, servers).
+    Status,
+    /// Check that the node answers.
+    Health,
+    /// Show recent events.
+    Events {
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+    /// Re-read the node's config file and apply it without dropping connections.
+    Reload,
+    /// Set a server `ready`, `drain` (no new requests) or `maint` (out of rotation, unchecked).
+    Server {
+        /// BACKEND/SERVER, e.g. app/a
+        target: String,
+        #[arg(value_parser = ["ready", "drain", "maint"])]
+        state: String,
+    },
+}
+
+/// Where the admin API is and how to authenticate.
+pub struct Endpoint {
+    pub addr: String,
+    pub token: Option<String>,
+}
+
+impl Endpoint {
+    pub fn resolve(admin: Option<String>, token_file: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<Self> {
+        let mut addr = admin;
+        let mut token = match &token_file {
+            Some(p) => Some(read_token(p).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        if let Some(path) = config {
+            let cfg = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let Some(a) = &cfg.admin else { bail!("{}: no [admin] section", path.display()) };
+            addr.get_or_insert_with(|| a.listen.clone());
+            if token.is_none() {
+                token = cfg.admin_token(&path).map_err(anyhow::Error::msg)?;
+            }
+        }
+        let addr = addr.unwrap_or_else(|| "127.0.0.1:9000".to_string());
+        let addr = addr.trim_start_matches("http://").trim_end_matches('/').to_string();
+        Ok(Self { addr, token })
+    }
+}
+
+pub async fn run(ep: Endpoint, cmd: CtlCommand) -> anyhow::Result<()> {
+    let (method, path, body) = match &cmd {
+        CtlCommand::Status => ("GET", "/status".to_string(), None),
+        CtlCommand::Health => ("GET", "/health".to_string(), None),
+        CtlCommand::Events { since } => ("GET", format!("/events?since={since}"), None),
+        CtlCommand::Reload => ("POST", "/reload".to_string(), Some(String::new())),
+        CtlCommand::Server { target, state } => {
+            let Some((b, s)) = target.split_once('/') else {
+                bail!("expected BACKEND/SERVER, got {target:?}");
+            };
+            ("POST", format!("/servers/{b}/{s}/state"), Some(format!("{{\"state\":\"{state}\"}}")))
+        }
+    };
+    let (status, text) = request(&ep, method, &path, body).await?;
+    let pretty = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(text);
+    if status.is_success() {
+        println!("{pretty}");
+        Ok(())
+    } else {
+        bail!("{} answered {status}: {pretty}", ep.addr)
+    }
+}
+
+/// One HTTP/1.1 request to the admin API.
+pub async fn request(
+    ep: &Endpoint,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> anyhow::Result<(http::StatusCode, String)> {
+    let stream = tokio::net::TcpStream::connect(&ep.addr)
+        .await
+        .with_context(|| format!("cannot reach the admin API at {}", ep.addr))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut req = http::Request::builder().method(method).uri(path).header("host", &ep.addr);
+    if let Some(t) = &ep.token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+

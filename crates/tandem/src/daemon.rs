@@ -1,0 +1,142 @@
+//! `tandem run`: wires the configured components together, serves until SIGTERM/SIGINT,
+//! reloads on SIGHUP or `POST /reload`, and drains with a deadline on the way out.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tandem_core::{EventBus, Shutdown};
+use tandem_proxy::{Proxy, ProxyMetrics};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::admin::{self, AdminCtx};
+use crate::config::Config;
+
+/// Re-reads the config file and applies what can change without a restart.
+pub struct Reloader {
+    path: PathBuf,
+    proxy: Arc<Proxy>,
+    current: Mutex<Config>,
+    token: Mutex<Option<String>>,
+    events: EventBus,
+    serial: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn token(&self) -> Option<String> {
+        self.token.lock().map(|t| t.clone()).unwrap_or(None)
+    }
+
+    /// Load, validate and apply the config file; on any error the running config stays.
+    pub async fn reload(&self, why: &str) -> Result<(), String> {
+        let _one_at_a_time = self.serial.lock().await;
+        let result = self.try_reload();
+        match &result {
+            Ok(()) => self.events.emit("config_reloaded", "daemon", &self.path.display().to_string(), why),
+            Err(e) => {
+                tracing::error!(error = %e, trigger = why, "reload rejected: the running configuration stays");
+                self.events.emit("config_rejected", "daemon", &self.path.display().to_string(), e.clone());
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), String> {
+        let new = Config::load(&self.path).map_err(|e| e.to_string())?;
+        let token = new.admin_token(&self.path)?;
+        {
+            let current = self.current.lock().map_err(|_| "internal: config lock poisoned".to_string())?;
+            if new.admin.as_ref().map(|a| &a.listen) != current.admin.as_ref().map(|a| &a.listen) {
+                return Err("[admin] listen changed: that needs a restart".to_string());
+            }
+            if new.runtime.threads != current.runtime.threads {
+                return Err("[runtime] threads changed: that needs a restart".to_string());
+            }
+        }
+        self.proxy.apply(&new.frontend, &new.backend).map_err(|e| e.to_string())?;
+        if let Ok(mut t) = self.token.lock() {
+            *t = token;
+        }
+        if let Ok(mut c) = self.current.lock() {
+            *c = new;
+        }
+        Ok(())
+    }
+}
+
+/// Run the daemon until a stop signal; `Err` means it could not start.
+pub fn run(path: &Path, config: Config) -> anyhow::Result<()> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.runtime.threads {
+        rt.worker_threads(n);
+    }
+    let rt = rt.enable_all().thread_name("tandem").build().context("starting the runtime")?;
+    rt.block_on(serve(path, config))
+}
+
+async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
+    let started = tandem_core::clock::now();
+    let mut registry = Registry::with_prefix("tandem");
+    let events = EventBus::new();
+    let proxy = Arc::new(Proxy::new(ProxyMetrics::register(&mut registry), events.clone()));
+    let token = config.admin_token(path).map_err(anyhow::Error::msg)?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    proxy.apply(&config.frontend, &config.backend).context("starting the proxy")?;
+    let reloader = Arc::new(Reloader {
+        path: path.to_path_buf(),
+        proxy: proxy.clone(),
+        current: Mutex::new(config.clone()),
+        token: Mutex::new(token),
+        events: events.clone(),
+        serial: tokio::sync::Mutex::new(()),
+    });
+    let stop = Shutdown::new();
+    let admin_task = match &config.admin {
+        Some(a) => {
+            let addr: SocketAddr = a.listen.parse().context("admin.listen")?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for the admin API"))?;
+            let bound = listener.local_addr()?;
+            tracing::info!(component = "admin", addr = %bound, "listening");
+            let ctx = AdminCtx {
+                proxy: proxy.clone(),
+                registry: Arc::new(registry),
+                events: events.clone(),
+                reloader: reloader.clone(),
+                loopback: addr.ip().is_loopback(),
+                started,
+            };
+            Some(tokio::spawn(admin::serve(listener, ctx, stop.clone())))
+        }
+        None => None,
+    };
+    events.emit("started", "daemon", &path.display().to_string(), "tandem run");
+
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let _ = reloader.reload("SIGHUP").await;
+            }
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+        }
+    }
+    let deadline = config.runtime.drain_timeout.get();
+    proxy.shutdown(deadline).await;
+    stop.trigger();
+    if let Some(t) = admin_task {
+        let _ = tokio::time::timeout(deadline, t).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
