@@ -77,8 +77,8 @@ impl Proxy {
     /// changes unless the whole new configuration is valid and every new address binds;
     /// established connections and requests in flight are never cut.
     pub fn apply(&self, frontends: &[FrontendConfig], backends: &[BackendConfig]) -> Result<(), ProxyError> {
+        let first = self.lock().listeners.is_empty();
         let result = self.try_apply(frontends, backends);
-        let first = self.lock().listeners.is_empty() && result.is_ok();
         if !first {
             self.metrics.reload(result.is_ok());
         }
@@ -252,6 +252,7 @@ async fn accept_loop(listener: TcpListener, fe: Arc<FrontendShared>, stop: Shutd
         .timer(TokioTimer::new())
         .header_read_timeout(fe.cfg.client_timeout.get())
         .max_buf_size(fe.cfg.max_header_size)
+        .half_close(true)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);

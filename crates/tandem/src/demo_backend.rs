@@ -48,7 +48,9 @@ pub async fn run(listen: SocketAddr, name: String) -> anyhow::Result<()> {
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| handle(req, state.clone()));
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().half_close(true);
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }
