@@ -1,0 +1,154 @@
+//! The command line: version, check, run's refusal of bad configs, ctl, tokens, graceful stop.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use tandem_testkit::http;
+
+const T: Duration = Duration::from_secs(15);
+
+fn tandem(args: &[&str]) -> std::process::Output {
+    Command::new(bin()).args(args).output().unwrap_or_else(|e| panic!("running tandem: {e}"))
+}
+
+#[test]
+fn version_prints_the_version() {
+    let out = tandem(&["version"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("tandem {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn check_accepts_the_examples_and_refuses_bad_configs_with_exit_2() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(examples).unwrap_or_else(|e| panic!("{e}")) {
+        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = tandem(&["check", "--config", &path.display().to_string()]);
+            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[admin]\nlisten = \"127.0.0.1:0\"\nlistne = 1\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = tandem(&["check", "--config", &bad.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:3") && err.contains("listne"), "{err}");
+
+    let out = tandem(&["check", "--config", "/nonexistent/tandem.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn run_refuses_a_bad_config_before_binding_anything() {
+    let port = tandem_testkit::free_port();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cfg = dir.path().join("t.toml");
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:{port}\"\n[[frontend]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nbackend = \"app\"\n\
+         [[backend]]\nname = \"app\"\n[[backend.server]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\nweight = 0\n"
+    );
+    std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
+    let out = tandem(&["run", "--config", &cfg.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("t.toml:12: backend[0].server[0].weight"), "{err}");
+}
+
+#[test]
+fn ctl_drives_a_node_and_needs_the_token() {
+    let a = DemoBackend::start(bin(), "a");
+    // A fixed admin port, so that `ctl --config` can find it from the file.
+    let port = tandem_testkit::free_port();
+    let cfg = lb_config(&[("a", a.addr, false)], "")
+        .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""), 1);
+    let node = start_node(&cfg);
+    node.wait_server("app", "a", "up", T);
+    let admin = node.admin().to_string();
+    let token = node.dir.path().join("token").display().to_string();
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["ctl", "--admin", &admin, "--token-file", &token];
+        all.extend_from_slice(args);
+        tandem(&all)
+    };
+    let out = ctl(&["status"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"state\": \"up\""));
+    assert!(ctl(&["server", "app/a", "maint"]).status.success());
+    assert_eq!(node.get_json("/status")["proxy"]["backends"][0]["servers"][0]["admin"], "maint");
+    assert!(ctl(&["reload"]).status.success());
+    assert!(!ctl(&["server", "app/zzz", "ready"]).status.success());
+    assert!(!ctl(&["server", "app-a", "ready"]).status.success());
+    // --config finds the admin address and the token by itself.
+    let out = tandem(&["ctl", "--config", &node.config.display().to_string(), "server", "app/a", "ready"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Without the token: refused, nothing changed.
+    let out = tandem(&["ctl", "--admin", &admin, "server", "app/a", "drain"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    assert_eq!(node.get_json("/status")["proxy"]["backends"][0]["servers"][0]["admin"], "ready");
+    let r = http::request(node.admin(), "POST", "/reload", &[("Authorization", "Bearer wrong-token-0123456789")], b"")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 401);
+    // Read-only endpoints need no token; unknown ones and bad filters get clear errors.
+    assert_eq!(http::get(node.admin(), "/health").map(|r| r.status).unwrap_or(0), 200);
+    assert_eq!(http::get(node.admin(), "/nope").map(|r| r.status).unwrap_or(0), 404);
+    assert_eq!(http::get(node.admin(), "/events?since=abc").map(|r| r.status).unwrap_or(0), 400);
+    assert_eq!(http::get(node.admin(), "/events?colour=red").map(|r| r.status).unwrap_or(0), 400);
+}
+
+#[test]
+fn mutating_calls_are_refused_on_a_public_admin_address_without_a_token() {
+    let cfg = "[admin]\nlisten = \"0.0.0.0:0\"\n";
+    let node = Node::start(bin(), cfg, &[], None);
+    let port = node.admin().port();
+    let local = format!("127.0.0.1:{port}").parse().unwrap_or_else(|_| unreachable!());
+    let r = http::request(local, "POST", "/reload", &[], b"").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(http::get(local, "/health").map(|r| r.status).unwrap_or(0), 200);
+}
+
+#[test]
+fn sigterm_drains_requests_in_flight_then_exits() {
+    let a = DemoBackend::start(bin(), "a");
+    let mut node = start_node(&lb_config(&[("a", a.addr, false)], ""));
+    node.wait_server("app", "a", "up", T);
+    let web = node.frontend("web");
+    let slow = std::thread::spawn(move || http::get(web, "/slow?ms=700"));
+    assert!(wait_until(T, || node.get_json("/status")["proxy"]["backends"][0]["servers"][0]["inflight"] == 1));
+    node.proc.signal(15);
+    let done = slow.join().unwrap_or_else(|_| panic!("thread")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(done.status, 200);
+    let status = node.proc.wait_exit(T).unwrap_or_else(|| panic!("tandem did not exit after SIGTERM"));
+    assert!(status.success());
+    // New connections are refused once it stopped.
+    assert!(std::net::TcpStream::connect(web).is_err());
+}
+
+#[test]
+fn nginx_backends_killed_under_load_fail_no_get() {
+    let a = tandem_testkit::nginx::Nginx::start("a");
+    let b = tandem_testkit::nginx::Nginx::start("b");
+    let node = start_node(&lb_config(&[("a", a.addr, false), ("b", b.addr, false)], ""));
+    node.wait_server("app", "a", "up", T);
+    node.wait_server("app", "b", "up", T);
+    let mut a = a;
+    let load = tandem_testkit::load::Load::start(node.frontend("web"), "/", 8, Duration::from_secs(30));
+    assert!(wait_until(T, || load.progress() > 300));
+    a.proc.kill();
+    node.wait_server("app", "a", "down", T);
+    let before = load.progress();
+    assert!(wait_until(T, || load.progress() > before + 500));
+    let report = load.stop();
+    assert_eq!(report.failed(), 0, "{report:?}");
+    assert!(report.served_by.contains_key("b"));
+}
