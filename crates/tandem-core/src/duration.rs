@@ -53,7 +53,9 @@ impl FromStr for HumanDuration {
                 .find(|c: char| !(c.is_ascii_digit() || c == '.'))
                 .ok_or_else(invalid)?;
             let (num, tail) = rest.split_at(num_end);
-            let unit_end = tail.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(tail.len());
+            let unit_end = tail
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(tail.len());
             let (unit, tail) = tail.split_at(unit_end);
             if num.is_empty() {
                 return Err(invalid());
@@ -102,7 +104,7 @@ impl fmt::Display for HumanDuration {
         let d = self.0;
         if d.subsec_nanos() == 0 && d.as_secs() > 0 {
             write!(f, "{}s", d.as_secs())
-        } else if d.as_nanos() % 1_000_000 == 0 {
+        } else if d.as_nanos().is_multiple_of(1_000_000) {
             write!(f, "{}ms", d.as_millis())
         } else {
             write!(f, "{}us", d.as_micros())
@@ -128,7 +130,9 @@ mod tests {
     use super::*;
 
     fn ms(s: &str) -> u128 {
-        s.parse::<HumanDuration>().map(|d| d.0.as_millis()).unwrap_or(u128::MAX)
+        s.parse::<HumanDuration>()
+            .map(|d| d.0.as_millis())
+            .unwrap_or(u128::MAX)
     }
 
     #[test]
@@ -143,8 +147,20 @@ mod tests {
 
     #[test]
     fn refuses_bad_input() {
-        for bad in ["", "5", "ms", "5 parsecs", "1..2s", "-1s", "1s2", "99999999999999999999999h"] {
-            assert!(bad.parse::<HumanDuration>().is_err(), "{bad:?} should be refused");
+        for bad in [
+            "",
+            "5",
+            "ms",
+            "5 parsecs",
+            "1..2s",
+            "-1s",
+            "1s2",
+            "99999999999999999999999h",
+        ] {
+            assert!(
+                bad.parse::<HumanDuration>().is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 

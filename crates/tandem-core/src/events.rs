@@ -49,7 +49,12 @@ impl Default for EventBus {
 impl EventBus {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(RECENT);
-        Self { inner: Arc::new(Inner { tx, recent: Mutex::new((0, VecDeque::new())) }) }
+        Self {
+            inner: Arc::new(Inner {
+                tx,
+                recent: Mutex::new((0, VecDeque::new())),
+            }),
+        }
     }
 
     /// Record and broadcast an event; it is also logged with its reason.

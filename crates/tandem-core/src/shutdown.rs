@@ -29,6 +29,8 @@ impl Shutdown {
 
     /// A child signal: triggered with its parent, or on its own without touching the parent.
     pub fn child(&self) -> Shutdown {
-        Shutdown { token: self.token.child_token() }
+        Shutdown {
+            token: self.token.child_token(),
+        }
     }
 }

@@ -43,7 +43,12 @@ impl Backend {
         events: &EventBus,
     ) -> Result<Arc<Backend>, ProxyError> {
         let old: HashMap<(&str, SocketAddr), &Arc<Server>> = previous
-            .map(|b| b.servers.iter().map(|s| ((s.name.as_str(), s.addr), s)).collect())
+            .map(|b| {
+                b.servers
+                    .iter()
+                    .map(|s| ((s.name.as_str(), s.addr), s))
+                    .collect()
+            })
             .unwrap_or_default();
         let mut servers = Vec::with_capacity(cfg.server.len());
         for s in &cfg.server {
@@ -74,9 +79,11 @@ impl Backend {
             };
             servers.push(server);
         }
-        let expect = StatusSet::parse(&cfg.health.expect).map_err(|message| {
-            ProxyError::InvalidConfig { path: format!("backend {}: health.expect", cfg.name), message }
-        })?;
+        let expect =
+            StatusSet::parse(&cfg.health.expect).map_err(|message| ProxyError::InvalidConfig {
+                path: format!("backend {}: health.expect", cfg.name),
+                message,
+            })?;
         let hash_header = match &cfg.hash_header {
             Some(h) => Some(HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
                 ProxyError::InvalidConfig {
@@ -86,7 +93,10 @@ impl Backend {
             })?),
             None => None,
         };
-        let seed = cfg.name.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+        let seed = cfg
+            .name
+            .bytes()
+            .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
         let backend = Arc::new(Backend {
             name: cfg.name.clone(),
             picker: Picker::new(cfg.balance, seed),
@@ -132,7 +142,10 @@ impl Backend {
         let sel = Selection::build(&self.servers);
         if sel.on_backup != was_on_backup {
             let (kind, reason) = if sel.on_backup {
-                ("backup_active", "no primary server is up: backups take the traffic")
+                (
+                    "backup_active",
+                    "no primary server is up: backups take the traffic",
+                )
             } else {
                 ("backup_inactive", "a primary server is up again")
             };
@@ -157,7 +170,12 @@ impl Backend {
             ("server_down", &server.metrics.went_down)
         };
         counter.inc();
-        self.events.emit(kind, "proxy", &format!("{}/{}", self.name, server.name), t.reason.clone());
+        self.events.emit(
+            kind,
+            "proxy",
+            &format!("{}/{}", self.name, server.name),
+            t.reason.clone(),
+        );
         self.refresh();
     }
 
@@ -171,16 +189,24 @@ impl Backend {
                 AdminState::Drain => "server_drain",
                 AdminState::Maint => "server_maint",
             };
-            self.events.emit(kind, "proxy", &format!("{}/{}", self.name, server), "operator request");
+            self.events.emit(
+                kind,
+                "proxy",
+                &format!("{}/{}", self.name, server),
+                "operator request",
+            );
             self.refresh();
         }
         Ok(())
     }
 
     fn server(&self, name: &str) -> Result<&Arc<Server>, ProxyError> {
-        self.servers.iter().find(|s| s.name == name).ok_or_else(|| ProxyError::NotFound {
-            what: format!("server {name:?} in backend {:?}", self.name),
-        })
+        self.servers
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| ProxyError::NotFound {
+                what: format!("server {name:?} in backend {:?}", self.name),
+            })
     }
 
     pub fn status(&self) -> BackendStatus {

@@ -23,15 +23,33 @@ impl Selection {
     /// Non-backup servers that are up and ready; if none, backups that are up and ready.
     pub(crate) fn build(all: &[Arc<Server>]) -> Self {
         let usable = |s: &&Arc<Server>| s.is_up() && s.admin() == AdminState::Ready;
-        let mut servers: Vec<Arc<Server>> =
-            all.iter().filter(|s| !s.cfg.backup).filter(usable).cloned().collect();
+        let mut servers: Vec<Arc<Server>> = all
+            .iter()
+            .filter(|s| !s.cfg.backup)
+            .filter(usable)
+            .cloned()
+            .collect();
         let mut on_backup = false;
         if servers.is_empty() {
-            servers = all.iter().filter(|s| s.cfg.backup).filter(usable).cloned().collect();
+            servers = all
+                .iter()
+                .filter(|s| s.cfg.backup)
+                .filter(usable)
+                .cloned()
+                .collect();
             on_backup = !servers.is_empty();
         }
-        let wrr = smooth_wrr(&servers.iter().map(|s| s.cfg.weight.max(1)).collect::<Vec<_>>());
-        Self { servers, wrr, on_backup }
+        let wrr = smooth_wrr(
+            &servers
+                .iter()
+                .map(|s| s.cfg.weight.max(1))
+                .collect::<Vec<_>>(),
+        );
+        Self {
+            servers,
+            wrr,
+            on_backup,
+        }
     }
 }
 
@@ -72,7 +90,11 @@ pub(crate) struct Picker {
 
 impl Picker {
     pub(crate) fn new(policy: Balance, seed: u64) -> Self {
-        Self { policy, rr: AtomicUsize::new(0), rng: AtomicU64::new(seed) }
+        Self {
+            policy,
+            rr: AtomicUsize::new(0),
+            rng: AtomicU64::new(seed),
+        }
     }
 
     pub(crate) fn pick(&self, sel: &Selection, ctx: &PickContext<'_>) -> Option<Arc<Server>> {
@@ -132,7 +154,11 @@ impl Picker {
     }
 
     /// Power of two choices over (in-flight + 1) x latency EWMA / weight.
-    fn p2c(&self, servers: &[Arc<Server>], ok: &dyn Fn(&Arc<Server>) -> bool) -> Option<Arc<Server>> {
+    fn p2c(
+        &self,
+        servers: &[Arc<Server>],
+        ok: &dyn Fn(&Arc<Server>) -> bool,
+    ) -> Option<Arc<Server>> {
         let n = servers.len();
         if n == 1 {
             return servers.first().filter(|s| ok(s)).cloned();
@@ -151,7 +177,11 @@ impl Picker {
             (false, false) => None,
         };
         chosen.cloned().or_else(|| {
-            servers.iter().filter(|s| ok(s)).min_by(|x, y| p2c_cost(x).total_cmp(&p2c_cost(y))).cloned()
+            servers
+                .iter()
+                .filter(|s| ok(s))
+                .min_by(|x, y| p2c_cost(x).total_cmp(&p2c_cost(y)))
+                .cloned()
         })
     }
 }
@@ -191,7 +221,9 @@ fn rendezvous(
 }
 
 fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
-    bytes.iter().fold(seed, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(seed, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 pub(crate) fn splitmix64(x: u64) -> u64 {

@@ -74,15 +74,24 @@ enum RespKind {
 
 impl RespBody {
     pub(crate) fn full(b: impl Into<Bytes>) -> Self {
-        Self { kind: RespKind::Full(Some(b.into())), lease: None }
+        Self {
+            kind: RespKind::Full(Some(b.into())),
+            lease: None,
+        }
     }
 
     pub(crate) fn empty() -> Self {
-        Self { kind: RespKind::Full(None), lease: None }
+        Self {
+            kind: RespKind::Full(None),
+            lease: None,
+        }
     }
 
     pub(crate) fn upstream(body: Incoming, lease: Lease) -> Self {
-        Self { kind: RespKind::Upstream(body), lease: Some(lease) }
+        Self {
+            kind: RespKind::Upstream(body),
+            lease: Some(lease),
+        }
     }
 }
 

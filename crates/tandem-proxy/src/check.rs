@@ -17,7 +17,14 @@ use crate::server::{AdminState, Server};
 /// by the request path arrive through `server.passive_notify`.
 pub(crate) async fn run(backend: Weak<Backend>, server: Arc<Server>) {
     let (health, initial) = match backend.upgrade() {
-        Some(b) => (b.cfg.health.clone(), if server.is_up() { Status::Up } else { Status::Down }),
+        Some(b) => (
+            b.cfg.health.clone(),
+            if server.is_up() {
+                Status::Up
+            } else {
+                Status::Down
+            },
+        ),
         None => return,
     };
     let mut engine = Hysteresis::new(health.rise, health.fall, initial);
@@ -29,13 +36,22 @@ pub(crate) async fn run(backend: Weak<Backend>, server: Arc<Server>) {
             _ = tokio::time::sleep(delay) => None,
             _ = server.passive_notify.notified() => Some(Input::PassiveDown(server.take_passive_reason())),
         };
-        let Some(backend) = backend.upgrade() else { return };
+        let Some(backend) = backend.upgrade() else {
+            return;
+        };
         let input = match input {
             Some(i) => Some(i),
             None if server.admin() == AdminState::Maint => None,
             None if health.check == CheckKind::None => Some(Input::Passed),
             None => {
-                let result = probe(health.check, server.addr, &health.path, &backend.expect, health.timeout.get()).await;
+                let result = probe(
+                    health.check,
+                    server.addr,
+                    &health.path,
+                    &backend.expect,
+                    health.timeout.get(),
+                )
+                .await;
                 match result {
                     Ok(()) => {
                         server.metrics.check_passed.inc();
@@ -65,18 +81,26 @@ pub(crate) async fn probe(
     timeout: Duration,
 ) -> Result<(), String> {
     let work = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         if kind != CheckKind::Http {
             return Ok(());
         }
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: tandem-health\r\nConnection: close\r\n\r\n"
         );
-        stream.write_all(req.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("send: {e}"))?;
         let mut buf = Vec::with_capacity(256);
         let mut chunk = [0u8; 256];
         loop {
-            let n = stream.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+            let n = stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("read: {e}"))?;
             if n == 0 {
                 return Err("connection closed before a status line".to_string());
             }
@@ -105,7 +129,9 @@ pub fn parse_status_line(buf: &[u8]) -> Result<Option<u16>, String> {
         .strip_prefix(b"HTTP/1.1 ")
         .or_else(|| line.strip_prefix(b"HTTP/1.0 "))
         .ok_or_else(|| "not an HTTP/1.x status line".to_string())?;
-    let code = rest.get(..3).ok_or_else(|| "status line without a code".to_string())?;
+    let code = rest
+        .get(..3)
+        .ok_or_else(|| "status line without a code".to_string())?;
     if rest.len() > 3 && rest[3] != b' ' {
         return Err("malformed status code".to_string());
     }

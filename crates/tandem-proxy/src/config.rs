@@ -223,18 +223,28 @@ pub fn validate(frontends: &[FrontendConfig], backends: &[BackendConfig]) -> Vec
         match fe.listen.parse::<SocketAddr>() {
             Err(_) => issues.push(Issue::new(
                 at("listen"),
-                format!("{:?} is not an address:port (e.g. \"127.0.0.1:8080\")", fe.listen),
+                format!(
+                    "{:?} is not an address:port (e.g. \"127.0.0.1:8080\")",
+                    fe.listen
+                ),
             )),
-            Ok(a) if a.port() != 0 && !listens.insert(a) => {
-                issues.push(Issue::new(at("listen"), format!("{a} is used by another frontend")))
-            }
+            Ok(a) if a.port() != 0 && !listens.insert(a) => issues.push(Issue::new(
+                at("listen"),
+                format!("{a} is used by another frontend"),
+            )),
             Ok(_) => {}
         }
         if !backend_names.contains(fe.backend.as_str()) {
-            issues.push(Issue::new(at("backend"), format!("no [[backend]] named {:?}", fe.backend)));
+            issues.push(Issue::new(
+                at("backend"),
+                format!("no [[backend]] named {:?}", fe.backend),
+            ));
         }
         if fe.max_header_size < 8192 {
-            issues.push(Issue::new(at("max_header_size"), "must be at least 8192 bytes"));
+            issues.push(Issue::new(
+                at("max_header_size"),
+                "must be at least 8192 bytes",
+            ));
         }
         if fe.max_connections == 0 {
             issues.push(Issue::new(at("max_connections"), "must be at least 1"));
@@ -250,26 +260,43 @@ pub fn validate(frontends: &[FrontendConfig], backends: &[BackendConfig]) -> Vec
     issues
 }
 
-fn validate_backend(i: usize, be: &BackendConfig, seen: &mut HashSet<String>, issues: &mut Vec<Issue>) {
+fn validate_backend(
+    i: usize,
+    be: &BackendConfig,
+    seen: &mut HashSet<String>,
+    issues: &mut Vec<Issue>,
+) {
     let at = |k: &str| format!("backend[{i}].{k}");
     check_name(&be.name, &at("name"), seen, issues);
     if be.server.is_empty() {
-        issues.push(Issue::new(at("server"), "a backend needs at least one [[backend.server]]"));
+        issues.push(Issue::new(
+            at("server"),
+            "a backend needs at least one [[backend.server]]",
+        ));
     }
     if be.retries > 10 {
         issues.push(Issue::new(at("retries"), "at most 10"));
     }
-    for (key, d) in [("connect_timeout", be.connect_timeout), ("try_timeout", be.try_timeout)] {
+    for (key, d) in [
+        ("connect_timeout", be.connect_timeout),
+        ("try_timeout", be.try_timeout),
+    ] {
         if d.get().is_zero() {
             issues.push(Issue::new(at(key), "must be more than 0"));
         }
     }
     if be.hash_header.is_some() && be.balance != Balance::Hash {
-        issues.push(Issue::new(at("hash_header"), "only used with balance = \"hash\""));
+        issues.push(Issue::new(
+            at("hash_header"),
+            "only used with balance = \"hash\"",
+        ));
     }
     if let Some(h) = &be.hash_header {
         if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-            issues.push(Issue::new(at("hash_header"), format!("{h:?} is not a header name")));
+            issues.push(Issue::new(
+                at("hash_header"),
+                format!("{h:?} is not a header name"),
+            ));
         }
     }
     let h = &be.health;
@@ -277,7 +304,10 @@ fn validate_backend(i: usize, be: &BackendConfig, seen: &mut HashSet<String>, is
         issues.push(Issue::new(at("health.expect"), e));
     }
     if !h.path.starts_with('/') || h.path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        issues.push(Issue::new(at("health.path"), "must start with / and contain no spaces"));
+        issues.push(Issue::new(
+            at("health.path"),
+            "must start with / and contain no spaces",
+        ));
     }
     if h.rise == 0 || h.fall == 0 {
         issues.push(Issue::new(at("health"), "rise and fall must be at least 1"));
@@ -295,7 +325,10 @@ fn validate_backend(i: usize, be: &BackendConfig, seen: &mut HashSet<String>, is
         if s.address.parse::<SocketAddr>().is_err() {
             issues.push(Issue::new(
                 at("address"),
-                format!("{:?} is not an address:port (e.g. \"127.0.0.1:9001\")", s.address),
+                format!(
+                    "{:?} is not an address:port (e.g. \"127.0.0.1:9001\")",
+                    s.address
+                ),
             ));
         }
         if !(1..=256).contains(&s.weight) {
@@ -307,9 +340,14 @@ fn validate_backend(i: usize, be: &BackendConfig, seen: &mut HashSet<String>, is
 fn check_name(name: &str, path: &str, seen: &mut HashSet<String>, issues: &mut Vec<Issue>) {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !ok {
-        issues.push(Issue::new(path, format!("{name:?} is not a name (1-64 of a-z, 0-9, - _ .)")));
+        issues.push(Issue::new(
+            path,
+            format!("{name:?} is not a name (1-64 of a-z, 0-9, - _ .)"),
+        ));
     } else if !seen.insert(name.to_string()) {
         issues.push(Issue::new(path, format!("{name:?} is used twice")));
     }

@@ -41,7 +41,12 @@ pub struct Hysteresis {
 
 impl Hysteresis {
     pub fn new(rise: u32, fall: u32, initial: Status) -> Self {
-        Self { status: initial, streak: 0, rise: rise.max(1), fall: fall.max(1) }
+        Self {
+            status: initial,
+            streak: 0,
+            rise: rise.max(1),
+            fall: fall.max(1),
+        }
     }
 
     pub fn status(&self) -> Status {

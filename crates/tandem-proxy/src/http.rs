@@ -68,7 +68,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 fn is_idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// Serve one client request.
@@ -98,7 +101,10 @@ pub(crate) async fn handle(
             Ok(b) => ReqBody::Full(Some(b.to_bytes())),
             Err(_) => {
                 backend.metrics.error(ErrorKind::ClientAborted);
-                return Ok(answer(StatusCode::BAD_REQUEST, "request body could not be read\n"));
+                return Ok(answer(
+                    StatusCode::BAD_REQUEST,
+                    "request body could not be read\n",
+                ));
             }
         }
     } else {
@@ -153,7 +159,10 @@ fn prepare_headers(headers: &mut HeaderMap, uri: &Uri, client: SocketAddr) {
     headers.remove(header::EXPECT);
     if !headers.contains_key(header::HOST) {
         // HTTP/2 carries the host in :authority.
-        if let Some(v) = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        if let Some(v) = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
             headers.insert(header::HOST, v);
         }
     }
@@ -165,14 +174,21 @@ fn prepare_headers(headers: &mut HeaderMap, uri: &Uri, client: SocketAddr) {
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
-    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
 }
 
 fn answer(status: StatusCode, text: &'static str) -> Response<RespBody> {
     let mut resp = Response::new(RespBody::full(Bytes::from_static(text.as_bytes())));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
@@ -206,13 +222,18 @@ impl Failed {
             backend.metrics.error(self.kind);
         }
         match self.kind {
-            ErrorKind::NoServer => {
-                answer(StatusCode::SERVICE_UNAVAILABLE, "no server is available to answer this request\n")
-            }
-            ErrorKind::Connect | ErrorKind::ConnectTimeout => {
-                answer(StatusCode::SERVICE_UNAVAILABLE, "no server accepted the connection\n")
-            }
-            ErrorKind::TryTimeout => answer(StatusCode::GATEWAY_TIMEOUT, "the server did not answer in time\n"),
+            ErrorKind::NoServer => answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no server is available to answer this request\n",
+            ),
+            ErrorKind::Connect | ErrorKind::ConnectTimeout => answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no server accepted the connection\n",
+            ),
+            ErrorKind::TryTimeout => answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the server did not answer in time\n",
+            ),
             ErrorKind::Reset | ErrorKind::BadResponse | ErrorKind::ClientAborted => {
                 answer(StatusCode::BAD_GATEWAY, "the server failed to answer\n")
             }
@@ -237,11 +258,19 @@ impl Try<'_> {
         while attempts <= cfg.retries {
             let picked = {
                 let sel = self.backend.selection();
-                let ctx = PickContext { client: client.ip(), hash_key, tried: &tried };
+                let ctx = PickContext {
+                    client: client.ip(),
+                    hash_key,
+                    tried: &tried,
+                };
                 self.backend.picker.pick(&sel, &ctx)
             };
             let Some(server) = picked else {
-                return Err(Failed { kind: last_or(last, ErrorKind::NoServer), server: tried.pop(), retries: attempts.saturating_sub(1) });
+                return Err(Failed {
+                    kind: last_or(last, ErrorKind::NoServer),
+                    server: tried.pop(),
+                    retries: attempts.saturating_sub(1),
+                });
             };
             if attempts > 0 {
                 self.backend.metrics.retries.inc();
@@ -265,15 +294,31 @@ impl Try<'_> {
                 },
             };
             let Some(body) = self.next_body() else {
-                return Err(Failed { kind: last, server: Some(server), retries: attempts - 1 });
+                return Err(Failed {
+                    kind: last,
+                    server: Some(server),
+                    retries: attempts - 1,
+                });
             };
             let req = self.build(body);
-            let sent = tokio::time::timeout(cfg.try_timeout.get(), sender.try_send_request(req)).await;
+            let sent =
+                tokio::time::timeout(cfg.try_timeout.get(), sender.try_send_request(req)).await;
             let err = match sent {
                 Ok(Ok(resp)) => {
                     server.observe_latency(try_start.elapsed());
-                    let response = finish(resp, Lease { guard, sender: Some(sender), fall });
-                    return Ok(Done { response, server, retries: attempts - 1 });
+                    let response = finish(
+                        resp,
+                        Lease {
+                            guard,
+                            sender: Some(sender),
+                            fall,
+                        },
+                    );
+                    return Ok(Done {
+                        response,
+                        server,
+                        retries: attempts - 1,
+                    });
                 }
                 Ok(Err(mut e)) => {
                     if let Some(req) = e.take_message() {
@@ -293,10 +338,18 @@ impl Try<'_> {
             self.backend.metrics.error(err);
             last = err;
             if !(self.idempotent && self.body.is_some()) {
-                return Err(Failed { kind: err, server: Some(server), retries: attempts - 1 });
+                return Err(Failed {
+                    kind: err,
+                    server: Some(server),
+                    retries: attempts - 1,
+                });
             }
         }
-        Err(Failed { kind: last, server: tried.pop(), retries: attempts.saturating_sub(1) })
+        Err(Failed {
+            kind: last,
+            server: tried.pop(),
+            retries: attempts.saturating_sub(1),
+        })
     }
 
     /// The body for the next try: a copy when it can be replayed, the stream once.

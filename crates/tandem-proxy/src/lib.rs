@@ -32,7 +32,10 @@ pub enum ProxyError {
     #[error("{path}: {message}")]
     InvalidConfig { path: String, message: String },
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{what} not found")]
     NotFound { what: String },
     #[error("{0}")]

@@ -132,40 +132,95 @@ impl ProxyMetrics {
             reloads: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("proxy");
-        r.register("frontend_requests", "Requests answered by a frontend, by status class", m.frontend_requests.clone());
-        r.register("frontend_connections", "Open client connections per frontend", m.frontend_connections.clone());
-        r.register("server_requests", "Requests answered by a server, by status class", m.server_requests.clone());
-        r.register("server_up", "Server health as the balancer sees it (1 up, 0 down)", m.server_up.clone());
-        r.register("server_inflight", "Requests or connections in flight to a server", m.server_inflight.clone());
-        r.register("health_checks", "Active health check results per server", m.checks.clone());
-        r.register("health_transitions", "Server health transitions, by new state", m.transitions.clone());
-        r.register("retries", "Requests sent again to another server after a failed try", m.retries.clone());
-        r.register("errors", "Failed tries and requests, by kind", m.errors.clone());
+        r.register(
+            "frontend_requests",
+            "Requests answered by a frontend, by status class",
+            m.frontend_requests.clone(),
+        );
+        r.register(
+            "frontend_connections",
+            "Open client connections per frontend",
+            m.frontend_connections.clone(),
+        );
+        r.register(
+            "server_requests",
+            "Requests answered by a server, by status class",
+            m.server_requests.clone(),
+        );
+        r.register(
+            "server_up",
+            "Server health as the balancer sees it (1 up, 0 down)",
+            m.server_up.clone(),
+        );
+        r.register(
+            "server_inflight",
+            "Requests or connections in flight to a server",
+            m.server_inflight.clone(),
+        );
+        r.register(
+            "health_checks",
+            "Active health check results per server",
+            m.checks.clone(),
+        );
+        r.register(
+            "health_transitions",
+            "Server health transitions, by new state",
+            m.transitions.clone(),
+        );
+        r.register(
+            "retries",
+            "Requests sent again to another server after a failed try",
+            m.retries.clone(),
+        );
+        r.register(
+            "errors",
+            "Failed tries and requests, by kind",
+            m.errors.clone(),
+        );
         r.register_with_unit(
             "request_duration",
             "Time from request to response headers, per backend",
             Unit::Seconds,
             m.duration.clone(),
         );
-        r.register("reloads", "Configuration reloads, by result", m.reloads.clone());
+        r.register(
+            "reloads",
+            "Configuration reloads, by result",
+            m.reloads.clone(),
+        );
         m
     }
 
     pub(crate) fn server(&self, backend: &str, server: &str) -> ServerMetrics {
-        let l = ServerLabel { backend: backend.into(), server: server.into() };
+        let l = ServerLabel {
+            backend: backend.into(),
+            server: server.into(),
+        };
         let class = |c: &str| {
             self.server_requests
-                .get_or_create(&ServerClass { backend: backend.into(), server: server.into(), class: c.into() })
+                .get_or_create(&ServerClass {
+                    backend: backend.into(),
+                    server: server.into(),
+                    class: c.into(),
+                })
                 .clone()
         };
         let result = |r: &str| {
             self.checks
-                .get_or_create(&ServerResult { backend: backend.into(), server: server.into(), result: r.into() })
+                .get_or_create(&ServerResult {
+                    backend: backend.into(),
+                    server: server.into(),
+                    result: r.into(),
+                })
                 .clone()
         };
         let to = |t: &str| {
             self.transitions
-                .get_or_create(&ServerTo { backend: backend.into(), server: server.into(), to: t.into() })
+                .get_or_create(&ServerTo {
+                    backend: backend.into(),
+                    server: server.into(),
+                    to: t.into(),
+                })
                 .clone()
         };
         ServerMetrics {
@@ -180,7 +235,9 @@ impl ProxyMetrics {
     }
 
     pub(crate) fn backend(&self, backend: &str) -> BackendMetrics {
-        let l = BackendLabel { backend: backend.into() };
+        let l = BackendLabel {
+            backend: backend.into(),
+        };
         BackendMetrics {
             name: backend.to_string(),
             retries: self.retries.get_or_create(&l).clone(),
@@ -192,18 +249,30 @@ impl ProxyMetrics {
     pub(crate) fn frontend(&self, frontend: &str) -> FrontendMetrics {
         let class = |c: &str| {
             self.frontend_requests
-                .get_or_create(&FrontendClass { frontend: frontend.into(), class: c.into() })
+                .get_or_create(&FrontendClass {
+                    frontend: frontend.into(),
+                    class: c.into(),
+                })
                 .clone()
         };
         FrontendMetrics {
             requests: CLASSES.map(class),
-            connections: self.frontend_connections.get_or_create(&FrontendLabel { frontend: frontend.into() }).clone(),
+            connections: self
+                .frontend_connections
+                .get_or_create(&FrontendLabel {
+                    frontend: frontend.into(),
+                })
+                .clone(),
         }
     }
 
     pub(crate) fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "rejected" };
-        self.reloads.get_or_create(&ResultLabel { result: result.into() }).inc();
+        self.reloads
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
     }
 }
 
@@ -231,7 +300,10 @@ pub(crate) struct BackendMetrics {
 impl BackendMetrics {
     pub(crate) fn error(&self, kind: ErrorKind) {
         self.errors
-            .get_or_create(&BackendKind { backend: self.name.clone(), kind: kind.as_str().into() })
+            .get_or_create(&BackendKind {
+                backend: self.name.clone(),
+                kind: kind.as_str().into(),
+            })
             .inc();
     }
 }

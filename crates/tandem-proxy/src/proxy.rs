@@ -70,13 +70,21 @@ pub struct ProxyStatus {
 
 impl Proxy {
     pub fn new(metrics: ProxyMetrics, events: EventBus) -> Self {
-        Self { inner: Mutex::new(Inner::default()), metrics, events }
+        Self {
+            inner: Mutex::new(Inner::default()),
+            metrics,
+            events,
+        }
     }
 
     /// Apply a configuration: the first call starts the proxy, later ones reload it. Nothing
     /// changes unless the whole new configuration is valid and every new address binds;
     /// established connections and requests in flight are never cut.
-    pub fn apply(&self, frontends: &[FrontendConfig], backends: &[BackendConfig]) -> Result<(), ProxyError> {
+    pub fn apply(
+        &self,
+        frontends: &[FrontendConfig],
+        backends: &[BackendConfig],
+    ) -> Result<(), ProxyError> {
         let first = self.lock().listeners.is_empty();
         let result = self.try_apply(frontends, backends);
         if !first {
@@ -85,7 +93,11 @@ impl Proxy {
         result
     }
 
-    fn try_apply(&self, frontends: &[FrontendConfig], backends: &[BackendConfig]) -> Result<(), ProxyError> {
+    fn try_apply(
+        &self,
+        frontends: &[FrontendConfig],
+        backends: &[BackendConfig],
+    ) -> Result<(), ProxyError> {
         let issues = config::validate(frontends, backends);
         if !issues.is_empty() {
             return Err(ProxyError::Invalid(issues));
@@ -93,13 +105,22 @@ impl Proxy {
         let mut inner = self.lock();
         let mut new_backends = HashMap::new();
         for b in backends {
-            let built = Backend::build(b.clone(), inner.backends.get(&b.name).map(|a| a.as_ref()), &self.metrics, &self.events)?;
+            let built = Backend::build(
+                b.clone(),
+                inner.backends.get(&b.name).map(|a| a.as_ref()),
+                &self.metrics,
+                &self.events,
+            )?;
             new_backends.insert(b.name.clone(), built);
         }
         // Bind every new address before touching anything that serves.
         let mut fresh = Vec::new();
         for fe in frontends {
-            if let Some(l) = inner.listeners.iter().find(|l| l.shared.cfg.listen == fe.listen) {
+            if let Some(l) = inner
+                .listeners
+                .iter()
+                .find(|l| l.shared.cfg.listen == fe.listen)
+            {
                 if l.shared.cfg.mode != fe.mode {
                     return Err(ProxyError::NeedsRestart(format!(
                         "frontend {}: changing the mode of {} needs a restart",
@@ -111,9 +132,11 @@ impl Proxy {
             }
         }
         let runtime = |fe: &FrontendConfig| -> Result<FrontendRuntime, ProxyError> {
-            let backend = new_backends.get(&fe.backend).cloned().ok_or_else(|| ProxyError::InvalidConfig {
-                path: format!("frontend {}", fe.name),
-                message: format!("no backend named {:?}", fe.backend),
+            let backend = new_backends.get(&fe.backend).cloned().ok_or_else(|| {
+                ProxyError::InvalidConfig {
+                    path: format!("frontend {}", fe.name),
+                    message: format!("no backend named {:?}", fe.backend),
+                }
             })?;
             Ok(FrontendRuntime {
                 name: fe.name.clone(),
@@ -138,7 +161,10 @@ impl Proxy {
             }
         }
         for (fe, listener) in fresh {
-            let bound = listener.local_addr().map_err(|source| ProxyError::Bind { addr: fe.listen.clone(), source })?;
+            let bound = listener.local_addr().map_err(|source| ProxyError::Bind {
+                addr: fe.listen.clone(),
+                source,
+            })?;
             let shared = Arc::new(FrontendShared {
                 cfg: fe.clone(),
                 bound,
@@ -162,12 +188,17 @@ impl Proxy {
 
     /// Addresses the frontends are bound to, by frontend name.
     pub fn bound(&self) -> Vec<(String, SocketAddr)> {
-        self.lock().listeners.iter().map(|l| (l.shared.cfg.name.clone(), l.shared.bound)).collect()
+        self.lock()
+            .listeners
+            .iter()
+            .map(|l| (l.shared.cfg.name.clone(), l.shared.bound))
+            .collect()
     }
 
     pub fn status(&self) -> ProxyStatus {
         let inner = self.lock();
-        let mut backends: Vec<BackendStatus> = inner.backends.values().map(|b| b.status()).collect();
+        let mut backends: Vec<BackendStatus> =
+            inner.backends.values().map(|b| b.status()).collect();
         backends.sort_by(|a, b| a.name.cmp(&b.name));
         ProxyStatus {
             frontends: inner
@@ -186,13 +217,20 @@ impl Proxy {
     }
 
     /// Set a server `ready`, `drain` or `maint`.
-    pub fn set_server_state(&self, backend: &str, server: &str, state: AdminState) -> Result<(), ProxyError> {
+    pub fn set_server_state(
+        &self,
+        backend: &str,
+        server: &str,
+        state: AdminState,
+    ) -> Result<(), ProxyError> {
         let b = self
             .lock()
             .backends
             .get(backend)
             .cloned()
-            .ok_or_else(|| ProxyError::NotFound { what: format!("backend {backend:?}") })?;
+            .ok_or_else(|| ProxyError::NotFound {
+                what: format!("backend {backend:?}"),
+            })?;
         b.set_admin(server, state)
     }
 
@@ -210,7 +248,10 @@ impl Proxy {
         }
         let all = futures_join(listeners.into_iter().map(|l| l.task).collect());
         if tokio::time::timeout(deadline, all).await.is_err() {
-            tracing::warn!(deadline_ms = deadline.as_millis() as u64, "drain deadline passed: closing remaining connections");
+            tracing::warn!(
+                deadline_ms = deadline.as_millis() as u64,
+                "drain deadline passed: closing remaining connections"
+            );
         }
     }
 
@@ -229,11 +270,22 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
 }
 
 fn bind(listen: &str) -> Result<TcpListener, ProxyError> {
-    let err = |source| ProxyError::Bind { addr: listen.to_string(), source };
-    let addr: SocketAddr = listen
-        .parse()
-        .map_err(|_| err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an address:port")))?;
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).map_err(err)?;
+    let err = |source| ProxyError::Bind {
+        addr: listen.to_string(),
+        source,
+    };
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not an address:port",
+        ))
+    })?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
     socket.set_nonblocking(true).map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;
@@ -311,7 +363,9 @@ fn serve_http(
         let rt = fe.runtime.load_full();
         crate::http::handle(req, peer, rt)
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), svc)
+        .into_owned();
     let conn = graceful.watch(conn);
     gauge.inc();
     tokio::spawn(async move {

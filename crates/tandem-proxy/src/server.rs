@@ -138,7 +138,11 @@ impl Server {
         let sample = d.as_micros().min(u128::from(u64::MAX)) as u64;
         let old = self.ewma_us.load(Ordering::Relaxed);
         // alpha = 1/4: reacts within a few requests, a lost update only delays that a little.
-        let new = if old == 0 { sample } else { old - old / 4 + sample / 4 };
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 4 + sample / 4
+        };
         self.ewma_us.store(new.max(1), Ordering::Relaxed);
     }
 
@@ -163,7 +167,10 @@ impl Server {
 
     pub(crate) fn take_passive_reason(&self) -> String {
         self.passive_fails.store(0, Ordering::Relaxed);
-        self.passive_reason.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
+        self.passive_reason
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
     }
 
     pub(crate) fn inflight_guard(self: &Arc<Self>) -> InflightGuard {
@@ -198,7 +205,10 @@ impl Server {
         }
         if let Ok(mut pool) = self.pool.lock() {
             if pool.len() < MAX_IDLE_PER_SERVER {
-                pool.push(Idle { sender, since: clock::now() });
+                pool.push(Idle {
+                    sender,
+                    since: clock::now(),
+                });
             }
         }
     }

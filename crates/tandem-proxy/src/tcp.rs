@@ -20,7 +20,14 @@ pub(crate) async fn serve(mut client: TcpStream, peer: SocketAddr, rt: Arc<Front
     for attempt in 0..=cfg.retries {
         let picked = {
             let sel = backend.selection();
-            backend.picker.pick(&sel, &PickContext { client: peer.ip(), hash_key: None, tried: &tried })
+            backend.picker.pick(
+                &sel,
+                &PickContext {
+                    client: peer.ip(),
+                    hash_key: None,
+                    tried: &tried,
+                },
+            )
         };
         let Some(server) = picked else { break };
         if attempt > 0 {
@@ -28,14 +35,17 @@ pub(crate) async fn serve(mut client: TcpStream, peer: SocketAddr, rt: Arc<Front
         }
         tried.push(server.clone());
         let _guard = server.inflight_guard();
-        let upstream = match tokio::time::timeout(cfg.connect_timeout.get(), TcpStream::connect(server.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(_)) | Err(_) => {
-                server.passive_failure(cfg.health.fall, "connect");
-                backend.metrics.error(ErrorKind::Connect);
-                continue;
-            }
-        };
+        let upstream =
+            match tokio::time::timeout(cfg.connect_timeout.get(), TcpStream::connect(server.addr))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(_)) | Err(_) => {
+                    server.passive_failure(cfg.health.fall, "connect");
+                    backend.metrics.error(ErrorKind::Connect);
+                    continue;
+                }
+            };
         server.passive_ok();
         let _ = upstream.set_nodelay(true);
         let mut upstream = upstream;

@@ -19,11 +19,15 @@ impl Response {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     fn wants_close(&self) -> bool {
-        self.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
     }
 }
 
@@ -39,7 +43,10 @@ impl Conn {
         s.set_read_timeout(Some(timeout))?;
         s.set_write_timeout(Some(timeout))?;
         s.set_nodelay(true)?;
-        Ok(Conn { reader: BufReader::new(s), closed: false })
+        Ok(Conn {
+            reader: BufReader::new(s),
+            closed: false,
+        })
     }
 
     pub fn stream(&mut self) -> &mut TcpStream {
@@ -47,7 +54,13 @@ impl Conn {
     }
 
     /// Send a request and read the whole response.
-    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Response> {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
@@ -72,7 +85,10 @@ pub fn read_response(r: &mut BufReader<TcpStream>, head_only: bool) -> io::Resul
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        ));
     }
     let status: u16 = line
         .split_whitespace()
@@ -91,15 +107,25 @@ pub fn read_response(r: &mut BufReader<TcpStream>, head_only: bool) -> io::Resul
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
-    let mut resp = Response { status, headers, body: Vec::new() };
+    let mut resp = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
     if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
         return Ok(resp);
     }
-    if let Some(n) = resp.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(n) = resp
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         let mut body = vec![0; n];
         r.read_exact(&mut body)?;
         resp.body = body;
-    } else if resp.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+    } else if resp
+        .header("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
         loop {
             line.clear();
             r.read_line(&mut line)?;
@@ -119,7 +145,13 @@ pub fn read_response(r: &mut BufReader<TcpStream>, head_only: bool) -> io::Resul
 }
 
 /// One request on a fresh connection.
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<Response> {
     let mut c = Conn::open(addr, Duration::from_secs(10))?;
     let mut h: Vec<(&str, &str)> = headers.to_vec();
     h.push(("Connection", "close"));

@@ -37,7 +37,14 @@ pub fn free_port() -> u16 {
 
 /// Path of a system program, or a panic that says how to install it.
 pub fn require_program(name: &str, package: &str) -> std::path::PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin", "/usr/local/sbin"] {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/bin",
+        "/usr/local/sbin",
+    ] {
         let p = std::path::Path::new(dir).join(name);
         if p.exists() {
             return p;

@@ -51,7 +51,11 @@ impl Load {
                 std::thread::spawn(move || client(addr, &path, &stop, end, &report))
             })
             .collect();
-        Load { stop, threads, report }
+        Load {
+            stop,
+            threads,
+            report,
+        }
     }
 
     /// Requests answered so far (any status).
@@ -81,7 +85,9 @@ fn client(addr: SocketAddr, path: &str, stop: &AtomicBool, end: Instant, report:
                     conn.insert(c)
                 }
                 Err(e) => {
-                    record(report, |r| *r.errors.entry(format!("connect: {e}")).or_default() += 1);
+                    record(report, |r| {
+                        *r.errors.entry(format!("connect: {e}")).or_default() += 1
+                    });
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }

@@ -35,14 +35,23 @@ impl Nginx {
             let mut cmd = Command::new(&bin);
             cmd.arg("-p").arg(dir.path()).arg("-c").arg(&path);
             let proc = Proc::spawn(&format!("nginx {name}"), cmd);
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap_or_else(|_| unreachable!());
+            let addr: SocketAddr = format!("127.0.0.1:{port}")
+                .parse()
+                .unwrap_or_else(|_| unreachable!());
             let up = crate::wait_until(Duration::from_secs(10), || {
                 crate::http::get(addr, "/healthz").is_ok_and(|r| r.status == 200)
             });
             if up {
-                return Nginx { proc, addr, _dir: dir };
+                return Nginx {
+                    proc,
+                    addr,
+                    _dir: dir,
+                };
             }
-            eprintln!("nginx did not start on port {port} (attempt {attempt}): {:?}", proc.output());
+            eprintln!(
+                "nginx did not start on port {port} (attempt {attempt}): {:?}",
+                proc.output()
+            );
         }
         panic!("nginx did not start");
     }

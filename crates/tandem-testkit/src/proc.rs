@@ -16,8 +16,12 @@ pub struct Proc {
 impl Proc {
     /// Start `cmd` with stdout and stderr captured.
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
         let lines = Arc::new(Mutex::new(Vec::new()));
         if let Some(out) = child.stdout.take() {
             pump(out, lines.clone());
@@ -25,7 +29,11 @@ impl Proc {
         if let Some(err) = child.stderr.take() {
             pump(err, lines.clone());
         }
-        Proc { child, name: name.to_string(), lines }
+        Proc {
+            child,
+            name: name.to_string(),
+            lines,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -38,7 +46,11 @@ impl Proc {
     }
 
     /// Wait for an output line that `pred` maps to `Some`.
-    pub fn wait_line<T>(&self, deadline: Duration, mut pred: impl FnMut(&str) -> Option<T>) -> Option<T> {
+    pub fn wait_line<T>(
+        &self,
+        deadline: Duration,
+        mut pred: impl FnMut(&str) -> Option<T>,
+    ) -> Option<T> {
         let end = Instant::now() + deadline;
         let mut seen = 0;
         loop {
@@ -59,7 +71,12 @@ impl Proc {
     pub fn signal(&self, sig: i32) {
         // SAFETY-free: libc::kill is a plain syscall on a PID we own.
         let rc = unsafe_kill(self.pid(), sig);
-        assert!(rc == 0 || sig == libc::SIGKILL, "kill({}, {sig}) failed for {}", self.pid(), self.name);
+        assert!(
+            rc == 0 || sig == libc::SIGKILL,
+            "kill({}, {sig}) failed for {}",
+            self.pid(),
+            self.name
+        );
     }
 
     pub fn kill(&mut self) {

@@ -25,16 +25,24 @@ impl Node {
     pub fn start(bin: &Path, config: &str, frontends: &[&str], token: Option<&str>) -> Node {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         if let Some(t) = token {
-            std::fs::write(dir.path().join("token"), t).unwrap_or_else(|e| panic!("writing token: {e}"));
+            std::fs::write(dir.path().join("token"), t)
+                .unwrap_or_else(|e| panic!("writing token: {e}"));
         }
         let token = token.map(str::to_string);
         let path = dir.path().join("tandem.toml");
         let text = config.replace("{dir}", &dir.path().display().to_string());
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing config: {e}"));
         let mut cmd = Command::new(bin);
-        cmd.args(["--log-format", "json", "run", "--config"]).arg(&path);
+        cmd.args(["--log-format", "json", "run", "--config"])
+            .arg(&path);
         let proc = Proc::spawn("tandem", cmd);
-        let mut node = Node { proc, dir, config: path, addrs: HashMap::new(), token };
+        let mut node = Node {
+            proc,
+            dir,
+            config: path,
+            addrs: HashMap::new(),
+            token,
+        };
         let mut want: Vec<String> = frontends.iter().map(|s| s.to_string()).collect();
         want.push("admin".into());
         for name in want {
@@ -54,7 +62,12 @@ impl Node {
                 let who = v.get("frontend").or_else(|| v.get("component"))?.as_str()?;
                 (who == name).then(|| v.get("addr")?.as_str()?.parse().ok())?
             })
-            .unwrap_or_else(|| panic!("tandem did not report {name} listening: {:#?}", self.proc.output()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "tandem did not report {name} listening: {:#?}",
+                    self.proc.output()
+                )
+            })
     }
 
     pub fn admin(&self) -> SocketAddr {
@@ -74,7 +87,8 @@ impl Node {
     /// GET an admin endpoint and parse it as JSON.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
         let r = crate::http::get(self.admin(), path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {}", r.text()))
+        serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {}", r.text()))
     }
 
     /// State (`up`/`down`) of a server as the status API reports it.
@@ -96,7 +110,11 @@ impl Node {
     /// Wait until a server reaches `state`.
     pub fn wait_server(&self, backend: &str, server: &str, state: &str, deadline: Duration) {
         let ok = crate::wait_until(deadline, || self.server_state(backend, server) == state);
-        assert!(ok, "{backend}/{server} did not become {state}: {}", self.get_json("/status"));
+        assert!(
+            ok,
+            "{backend}/{server} did not become {state}: {}",
+            self.get_json("/status")
+        );
     }
 
     /// POST to the admin API with the node's token (if any).
@@ -105,14 +123,19 @@ impl Node {
         if let Some(t) = &self.token {
             headers.push(("authorization".to_string(), format!("Bearer {t}")));
         }
-        let h: Vec<(&str, &str)> = headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
         crate::http::request(self.admin(), "POST", path, &h, body.as_bytes())
             .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
     /// The metrics exposition text.
     pub fn metrics(&self) -> String {
-        crate::http::get(self.admin(), "/metrics").map(|r| r.text()).unwrap_or_default()
+        crate::http::get(self.admin(), "/metrics")
+            .map(|r| r.text())
+            .unwrap_or_default()
     }
 }
 
@@ -133,8 +156,14 @@ impl DemoBackend {
         cmd.args(["demo-backend", "--name", name, "--listen", listen]);
         let proc = Proc::spawn(&format!("backend {name}"), cmd);
         let addr = proc
-            .wait_line(Duration::from_secs(10), |l| l.strip_prefix("listening on ")?.trim().parse().ok())
+            .wait_line(Duration::from_secs(10), |l| {
+                l.strip_prefix("listening on ")?.trim().parse().ok()
+            })
             .unwrap_or_else(|| panic!("demo backend {name} did not start: {:?}", proc.output()));
-        DemoBackend { proc, addr, name: name.to_string() }
+        DemoBackend {
+            proc,
+            addr,
+            name: name.to_string(),
+        }
     }
 }

@@ -44,9 +44,12 @@ pub fn router(ctx: AdminCtx) -> Router {
 /// Serve the API on `listener` until `stop` is triggered.
 pub async fn serve(listener: tokio::net::TcpListener, ctx: AdminCtx, stop: Shutdown) {
     let app = router(ctx);
-    let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { stop.wait().await })
-        .await;
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.wait().await })
+    .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "admin API stopped");
     }
@@ -67,10 +70,16 @@ async fn health() -> Response {
 async fn metrics(State(ctx): State<AdminCtx>) -> Response {
     let mut body = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &ctx.registry) {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}"));
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}"),
+        );
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         body,
     )
         .into_response()
@@ -92,7 +101,10 @@ struct EventsQuery {
     since: Option<u64>,
 }
 
-async fn events(State(ctx): State<AdminCtx>, q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+async fn events(
+    State(ctx): State<AdminCtx>,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     match q {
         Ok(Query(q)) => Json(ctx.events.recent(q.since.unwrap_or(0))).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e.body_text()),
@@ -100,13 +112,13 @@ async fn events(State(ctx): State<AdminCtx>, q: Result<Query<EventsQuery>, axum:
 }
 
 /// Check the bearer token of a mutating call.
-fn authorize(ctx: &AdminCtx, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(ctx: &AdminCtx, headers: &HeaderMap) -> Result<(), Denied> {
     let token = ctx.reloader.token();
     let Some(token) = token.as_deref() else {
         return if ctx.loopback {
             Ok(())
         } else {
-            Err(error(
+            Err(Denied(
                 StatusCode::FORBIDDEN,
                 "mutating calls are disabled on a non-loopback admin address without [admin] token_file",
             ))
@@ -120,7 +132,19 @@ fn authorize(ctx: &AdminCtx, headers: &HeaderMap) -> Result<(), Response> {
     if constant_time_eq(given.as_bytes(), token.as_bytes()) {
         Ok(())
     } else {
-        Err(error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+        Err(Denied(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        ))
+    }
+}
+
+/// Why a mutating call was refused.
+struct Denied(StatusCode, &'static str);
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
     }
 }
 
@@ -129,8 +153,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn reload(State(ctx): State<AdminCtx>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&ctx, &headers) {
-        return r;
+    if let Err(denied) = authorize(&ctx, &headers) {
+        return denied.into_response();
     }
     match ctx.reloader.reload("admin API").await {
         Ok(()) => Json(json!({ "result": "reloaded" })).into_response(),
@@ -150,20 +174,24 @@ async fn set_state(
     Path((backend, server)): Path<(String, String)>,
     body: Result<Json<StateBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(r) = authorize(&ctx, &headers) {
-        return r;
+    if let Err(denied) = authorize(&ctx, &headers) {
+        return denied.into_response();
     }
     let body = match body {
         Ok(Json(b)) => b,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("{}; expected {{\"state\": \"ready\" | \"drain\" | \"maint\"}}", e.body_text()),
+                format!(
+                    "{}; expected {{\"state\": \"ready\" | \"drain\" | \"maint\"}}",
+                    e.body_text()
+                ),
             )
         }
     };
     match ctx.proxy.set_server_state(&backend, &server, body.state) {
-        Ok(()) => Json(json!({ "backend": backend, "server": server, "state": body.state })).into_response(),
+        Ok(()) => Json(json!({ "backend": backend, "server": server, "state": body.state }))
+            .into_response(),
         Err(e @ ProxyError::NotFound { .. }) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }

@@ -45,7 +45,10 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { threads: None, drain_timeout: default_drain() }
+        Self {
+            threads: None,
+            drain_timeout: default_drain(),
+        }
     }
 }
 
@@ -95,14 +98,21 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
-            problems: vec![Located { line: None, key: String::new(), message: format!("cannot read: {e}") }],
+            problems: vec![Located {
+                line: None,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }],
         })?;
         Self::parse(path, &text)
     }
 
     /// Parse and validate `text`, read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let err = |problems| ConfigError { file: path.to_path_buf(), problems };
+        let err = |problems| ConfigError {
+            file: path.to_path_buf(),
+            problems,
+        };
         let config: Config = toml::from_str(text).map_err(|e| err(vec![parse_error(text, &e)]))?;
         let issues = config.validate(path);
         if issues.is_empty() {
@@ -116,7 +126,10 @@ impl Config {
         let mut issues = tandem_proxy::config::validate(&self.frontend, &self.backend);
         if let Some(admin) = &self.admin {
             if admin.listen.parse::<SocketAddr>().is_err() {
-                issues.push(Issue::new("admin.listen", format!("{:?} is not an address:port", admin.listen)));
+                issues.push(Issue::new(
+                    "admin.listen",
+                    format!("{:?} is not an address:port", admin.listen),
+                ));
             }
             if let Some(tf) = &admin.token_file {
                 if let Err(e) = read_token(&relative_to(path, tf)) {
@@ -128,7 +141,10 @@ impl Config {
             issues.push(Issue::new("runtime.threads", "must be at least 1"));
         }
         if self.admin.is_none() && self.frontend.is_empty() {
-            issues.push(Issue::new("", "nothing to run: add [admin] or a [[frontend]]"));
+            issues.push(Issue::new(
+                "",
+                "nothing to run: add [admin] or a [[frontend]]",
+            ));
         }
         issues
     }
@@ -152,16 +168,24 @@ fn relative_to(config_path: &Path, file: &Path) -> PathBuf {
 
 /// A token file holds one line of at least 16 characters.
 pub fn read_token(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let token = text.trim().to_string();
     if token.len() < 16 || token.contains(char::is_whitespace) {
-        return Err(format!("{}: the token must be one word of at least 16 characters", path.display()));
+        return Err(format!(
+            "{}: the token must be one word of at least 16 characters",
+            path.display()
+        ));
     }
     Ok(token)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 fn parse_error(text: &str, e: &toml::de::Error) -> Located {
@@ -172,7 +196,11 @@ fn parse_error(text: &str, e: &toml::de::Error) -> Located {
         .filter(|k| k.len() <= 64 && !k.contains('\n'))
         .unwrap_or("")
         .to_string();
-    Located { line: span.map(|s| line_of(text, s.start)), key, message: e.message().to_string() }
+    Located {
+        line: span.map(|s| line_of(text, s.start)),
+        key,
+        message: e.message().to_string(),
+    }
 }
 
 /// Find the line of an issue's key path in the source text.
@@ -181,7 +209,11 @@ fn locate(text: &str, issue: Issue) -> Located {
         .ok()
         .and_then(|doc| span_of(doc.as_item(), &segments(&issue.path)))
         .map(|offset| line_of(text, offset));
-    Located { line, key: issue.path, message: issue.message }
+    Located {
+        line,
+        key: issue.path,
+        message: issue.message,
+    }
 }
 
 fn span_of(root: &toml_edit::Item, path: &[Segment<'_>]) -> Option<usize> {
@@ -190,7 +222,9 @@ fn span_of(root: &toml_edit::Item, path: &[Segment<'_>]) -> Option<usize> {
 
 /// Offset of the deepest part of `path` found under `table`.
 fn span_in(table: &dyn toml_edit::TableLike, path: &[Segment<'_>]) -> Option<usize> {
-    let (Segment::Key(k), rest) = path.split_first()? else { return None };
+    let (Segment::Key(k), rest) = path.split_first()? else {
+        return None;
+    };
     let (key, item) = table.get_key_value(k)?;
     let here = key.span().map(|s| s.start);
     let deeper = match rest.split_first() {
@@ -200,7 +234,9 @@ fn span_in(table: &dyn toml_edit::TableLike, path: &[Segment<'_>]) -> Option<usi
                 span_in(t, after).or(t.span().map(|s| s.start))
             } else {
                 let v = item.as_array().and_then(|a| a.get(*n))?;
-                v.as_inline_table().and_then(|t| span_in(t, after)).or(v.span().map(|s| s.start))
+                v.as_inline_table()
+                    .and_then(|t| span_in(t, after))
+                    .or(v.span().map(|s| s.start))
             }
         }
         Some(_) => item.as_table_like().and_then(|t| span_in(t, rest)),

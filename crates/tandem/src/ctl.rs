@@ -40,7 +40,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn resolve(admin: Option<String>, token_file: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub fn resolve(
+        admin: Option<String>,
+        token_file: Option<PathBuf>,
+        config: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         let mut addr = admin;
         let mut token = match &token_file {
             Some(p) => Some(read_token(p).map_err(anyhow::Error::msg)?),
@@ -48,14 +52,19 @@ impl Endpoint {
         };
         if let Some(path) = config {
             let cfg = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let Some(a) = &cfg.admin else { bail!("{}: no [admin] section", path.display()) };
+            let Some(a) = &cfg.admin else {
+                bail!("{}: no [admin] section", path.display())
+            };
             addr.get_or_insert_with(|| a.listen.clone());
             if token.is_none() {
                 token = cfg.admin_token(&path).map_err(anyhow::Error::msg)?;
             }
         }
         let addr = addr.unwrap_or_else(|| "127.0.0.1:9000".to_string());
-        let addr = addr.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let addr = addr
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
         Ok(Self { addr, token })
     }
 }
@@ -70,7 +79,11 @@ pub async fn run(ep: Endpoint, cmd: CtlCommand) -> anyhow::Result<()> {
             let Some((b, s)) = target.split_once('/') else {
                 bail!("expected BACKEND/SERVER, got {target:?}");
             };
-            ("POST", format!("/servers/{b}/{s}/state"), Some(format!("{{\"state\":\"{state}\"}}")))
+            (
+                "POST",
+                format!("/servers/{b}/{s}/state"),
+                Some(format!("{{\"state\":\"{state}\"}}")),
+            )
         }
     };
     let (status, text) = request(&ep, method, &path, body).await?;
@@ -98,7 +111,10 @@ pub async fn request(
         .with_context(|| format!("cannot reach the admin API at {}", ep.addr))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let mut req = http::Request::builder().method(method).uri(path).header("host", &ep.addr);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", &ep.addr);
     if let Some(t) = &ep.token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
@@ -111,4 +127,3 @@ pub async fn request(
     let bytes = resp.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
-

@@ -38,10 +38,20 @@ impl Reloader {
         let _one_at_a_time = self.serial.lock().await;
         let result = self.try_reload();
         match &result {
-            Ok(()) => self.events.emit("config_reloaded", "daemon", &self.path.display().to_string(), why),
+            Ok(()) => self.events.emit(
+                "config_reloaded",
+                "daemon",
+                &self.path.display().to_string(),
+                why,
+            ),
             Err(e) => {
                 tracing::error!(error = %e, trigger = why, "reload rejected: the running configuration stays");
-                self.events.emit("config_rejected", "daemon", &self.path.display().to_string(), e.clone());
+                self.events.emit(
+                    "config_rejected",
+                    "daemon",
+                    &self.path.display().to_string(),
+                    e.clone(),
+                );
             }
         }
         result
@@ -51,7 +61,10 @@ impl Reloader {
         let new = Config::load(&self.path).map_err(|e| e.to_string())?;
         let token = new.admin_token(&self.path)?;
         {
-            let current = self.current.lock().map_err(|_| "internal: config lock poisoned".to_string())?;
+            let current = self
+                .current
+                .lock()
+                .map_err(|_| "internal: config lock poisoned".to_string())?;
             if new.admin.as_ref().map(|a| &a.listen) != current.admin.as_ref().map(|a| &a.listen) {
                 return Err("[admin] listen changed: that needs a restart".to_string());
             }
@@ -59,7 +72,9 @@ impl Reloader {
                 return Err("[runtime] threads changed: that needs a restart".to_string());
             }
         }
-        self.proxy.apply(&new.frontend, &new.backend).map_err(|e| e.to_string())?;
+        self.proxy
+            .apply(&new.frontend, &new.backend)
+            .map_err(|e| e.to_string())?;
         if let Ok(mut t) = self.token.lock() {
             *t = token;
         }
@@ -76,7 +91,11 @@ pub fn run(path: &Path, config: Config) -> anyhow::Result<()> {
     if let Some(n) = config.runtime.threads {
         rt.worker_threads(n);
     }
-    let rt = rt.enable_all().thread_name("tandem").build().context("starting the runtime")?;
+    let rt = rt
+        .enable_all()
+        .thread_name("tandem")
+        .build()
+        .context("starting the runtime")?;
     rt.block_on(serve(path, config))
 }
 
@@ -84,13 +103,18 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     let started = tandem_core::clock::now();
     let mut registry = Registry::with_prefix("tandem");
     let events = EventBus::new();
-    let proxy = Arc::new(Proxy::new(ProxyMetrics::register(&mut registry), events.clone()));
+    let proxy = Arc::new(Proxy::new(
+        ProxyMetrics::register(&mut registry),
+        events.clone(),
+    ));
     let token = config.admin_token(path).map_err(anyhow::Error::msg)?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
-    proxy.apply(&config.frontend, &config.backend).context("starting the proxy")?;
+    proxy
+        .apply(&config.frontend, &config.backend)
+        .context("starting the proxy")?;
     let reloader = Arc::new(Reloader {
         path: path.to_path_buf(),
         proxy: proxy.clone(),
@@ -120,7 +144,12 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    events.emit("started", "daemon", &path.display().to_string(), "tandem run");
+    events.emit(
+        "started",
+        "daemon",
+        &path.display().to_string(),
+        "tandem run",
+    );
 
     loop {
         tokio::select! {

@@ -3,12 +3,12 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::io::Write;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,7 +35,10 @@ pub async fn run(listen: SocketAddr, name: String) -> anyhow::Result<()> {
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
     }
-    let state = Arc::new(State { name, healthy: AtomicBool::new(true) });
+    let state = Arc::new(State {
+        name,
+        healthy: AtomicBool::new(true),
+    });
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(x) => x,
@@ -95,12 +98,19 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
             let ms = query(&req, "ms").unwrap_or(100);
             let body = Ticks::new(st.name.clone(), n, ms);
             let mut r = Response::new(Either::Right(Either::Right(body)));
-            r.headers_mut().insert("content-type", http::HeaderValue::from_static("text/event-stream"));
+            r.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("text/event-stream"),
+            );
             r
         }
         (Method::POST | Method::PUT, "/echo") => {
             let mut r = Response::new(Either::Right(Either::Left(req.into_body())));
-            r.headers_mut().insert("x-served-by", http::HeaderValue::from_str(&st.name).unwrap_or(http::HeaderValue::from_static("?")));
+            r.headers_mut().insert(
+                "x-served-by",
+                http::HeaderValue::from_str(&st.name)
+                    .unwrap_or(http::HeaderValue::from_static("?")),
+            );
             return Ok(r);
         }
         (_, "/headers") => {
@@ -111,7 +121,10 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
             text(StatusCode::OK, s)
         }
         (_, p) if p.starts_with("/status/") => {
-            let code = p["/status/".len()..].parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
+            let code = p["/status/".len()..]
+                .parse()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok());
             match code {
                 Some(c) => text(c, format!("{} {}\n", st.name, c.as_u16())),
                 None => text(StatusCode::BAD_REQUEST, "bad status\n".into()),
@@ -122,7 +135,10 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
     };
     // Drain what is left of the request body so the connection can be reused.
     let mut resp = resp;
-    resp.headers_mut().insert("x-served-by", http::HeaderValue::from_str(&st.name).unwrap_or(http::HeaderValue::from_static("?")));
+    resp.headers_mut().insert(
+        "x-served-by",
+        http::HeaderValue::from_str(&st.name).unwrap_or(http::HeaderValue::from_static("?")),
+    );
     let _ = req.into_body().collect().await;
     Ok(resp)
 }
@@ -139,7 +155,13 @@ struct Ticks {
 impl Ticks {
     fn new(name: String, n: u64, ms: u64) -> Self {
         let every = Duration::from_millis(ms);
-        Self { name, left: n, sent: 0, every, sleep: Box::pin(tokio::time::sleep(Duration::ZERO)) }
+        Self {
+            name,
+            left: n,
+            sent: 0,
+            every,
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        }
     }
 }
 
@@ -147,7 +169,10 @@ impl http_body::Body for Ticks {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.left == 0 {
             return Poll::Ready(None);
         }
@@ -155,7 +180,9 @@ impl http_body::Body for Ticks {
             return Poll::Pending;
         }
         let every = self.every;
-        self.sleep.as_mut().reset(tokio::time::Instant::now() + every);
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::now() + every);
         self.left -= 1;
         self.sent += 1;
         let chunk = format!("data: {} {}\n\n", self.name, self.sent);

@@ -16,7 +16,10 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "tandem", about = "High availability and failover for real services, in one binary")]
+#[command(
+    name = "tandem",
+    about = "High availability and failover for real services, in one binary"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = logging::Format::Human)]
@@ -94,7 +97,12 @@ fn main() -> ExitCode {
             };
             report(daemon::run(&path, config))
         }
-        Command::Ctl { admin, token_file, config, command } => {
+        Command::Ctl {
+            admin,
+            token_file,
+            config,
+            command,
+        } => {
             let ep = match ctl::Endpoint::resolve(admin, token_file, config) {
                 Ok(ep) => ep,
                 Err(e) => {
@@ -111,7 +119,9 @@ fn main() -> ExitCode {
 }
 
 fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {

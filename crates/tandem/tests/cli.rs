@@ -11,14 +11,20 @@ use tandem_testkit::http;
 const T: Duration = Duration::from_secs(15);
 
 fn tandem(args: &[&str]) -> std::process::Output {
-    Command::new(bin()).args(args).output().unwrap_or_else(|e| panic!("running tandem: {e}"))
+    Command::new(bin())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running tandem: {e}"))
 }
 
 #[test]
 fn version_prints_the_version() {
     let out = tandem(&["version"]);
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("tandem {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("tandem {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -29,7 +35,12 @@ fn check_accepts_the_examples_and_refuses_bad_configs_with_exit_2() {
         let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
         if path.extension().is_some_and(|e| e == "toml") {
             let out = tandem(&["check", "--config", &path.display().to_string()]);
-            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             checked += 1;
         }
     }
@@ -37,11 +48,15 @@ fn check_accepts_the_examples_and_refuses_bad_configs_with_exit_2() {
 
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[admin]\nlisten = \"127.0.0.1:0\"\nlistne = 1\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&bad, "[admin]\nlisten = \"127.0.0.1:0\"\nlistne = 1\n")
+        .unwrap_or_else(|e| panic!("{e}"));
     let out = tandem(&["check", "--config", &bad.display().to_string()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:3") && err.contains("listne"), "{err}");
+    assert!(
+        err.contains("bad.toml:3") && err.contains("listne"),
+        "{err}"
+    );
 
     let out = tandem(&["check", "--config", "/nonexistent/tandem.toml"]);
     assert_eq!(out.status.code(), Some(2));
@@ -61,7 +76,10 @@ fn run_refuses_a_bad_config_before_binding_anything() {
     let out = tandem(&["run", "--config", &cfg.display().to_string()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("t.toml:12: backend[0].server[0].weight"), "{err}");
+    assert!(
+        err.contains("t.toml:12: backend[0].server[0].weight"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -69,8 +87,11 @@ fn ctl_drives_a_node_and_needs_the_token() {
     let a = DemoBackend::start(bin(), "a");
     // A fixed admin port, so that `ctl --config` can find it from the file.
     let port = tandem_testkit::free_port();
-    let cfg = lb_config(&[("a", a.addr, false)], "")
-        .replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""), 1);
+    let cfg = lb_config(&[("a", a.addr, false)], "").replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+        1,
+    );
     let node = start_node(&cfg);
     node.wait_server("app", "a", "up", T);
     let admin = node.admin().to_string();
@@ -84,26 +105,69 @@ fn ctl_drives_a_node_and_needs_the_token() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"state\": \"up\""));
     assert!(ctl(&["server", "app/a", "maint"]).status.success());
-    assert_eq!(node.get_json("/status")["proxy"]["backends"][0]["servers"][0]["admin"], "maint");
+    assert_eq!(
+        node.get_json("/status")["proxy"]["backends"][0]["servers"][0]["admin"],
+        "maint"
+    );
     assert!(ctl(&["reload"]).status.success());
     assert!(!ctl(&["server", "app/zzz", "ready"]).status.success());
     assert!(!ctl(&["server", "app-a", "ready"]).status.success());
     // --config finds the admin address and the token by itself.
-    let out = tandem(&["ctl", "--config", &node.config.display().to_string(), "server", "app/a", "ready"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tandem(&[
+        "ctl",
+        "--config",
+        &node.config.display().to_string(),
+        "server",
+        "app/a",
+        "ready",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Without the token: refused, nothing changed.
     let out = tandem(&["ctl", "--admin", &admin, "server", "app/a", "drain"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
-    assert_eq!(node.get_json("/status")["proxy"]["backends"][0]["servers"][0]["admin"], "ready");
-    let r = http::request(node.admin(), "POST", "/reload", &[("Authorization", "Bearer wrong-token-0123456789")], b"")
-        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        node.get_json("/status")["proxy"]["backends"][0]["servers"][0]["admin"],
+        "ready"
+    );
+    let r = http::request(
+        node.admin(),
+        "POST",
+        "/reload",
+        &[("Authorization", "Bearer wrong-token-0123456789")],
+        b"",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status, 401);
     // Read-only endpoints need no token; unknown ones and bad filters get clear errors.
-    assert_eq!(http::get(node.admin(), "/health").map(|r| r.status).unwrap_or(0), 200);
-    assert_eq!(http::get(node.admin(), "/nope").map(|r| r.status).unwrap_or(0), 404);
-    assert_eq!(http::get(node.admin(), "/events?since=abc").map(|r| r.status).unwrap_or(0), 400);
-    assert_eq!(http::get(node.admin(), "/events?colour=red").map(|r| r.status).unwrap_or(0), 400);
+    assert_eq!(
+        http::get(node.admin(), "/health")
+            .map(|r| r.status)
+            .unwrap_or(0),
+        200
+    );
+    assert_eq!(
+        http::get(node.admin(), "/nope")
+            .map(|r| r.status)
+            .unwrap_or(0),
+        404
+    );
+    assert_eq!(
+        http::get(node.admin(), "/events?since=abc")
+            .map(|r| r.status)
+            .unwrap_or(0),
+        400
+    );
+    assert_eq!(
+        http::get(node.admin(), "/events?colour=red")
+            .map(|r| r.status)
+            .unwrap_or(0),
+        400
+    );
 }
 
 #[test]
@@ -111,10 +175,15 @@ fn mutating_calls_are_refused_on_a_public_admin_address_without_a_token() {
     let cfg = "[admin]\nlisten = \"0.0.0.0:0\"\n";
     let node = Node::start(bin(), cfg, &[], None);
     let port = node.admin().port();
-    let local = format!("127.0.0.1:{port}").parse().unwrap_or_else(|_| unreachable!());
+    let local = format!("127.0.0.1:{port}")
+        .parse()
+        .unwrap_or_else(|_| unreachable!());
     let r = http::request(local, "POST", "/reload", &[], b"").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status, 403, "{}", r.text());
-    assert_eq!(http::get(local, "/health").map(|r| r.status).unwrap_or(0), 200);
+    assert_eq!(
+        http::get(local, "/health").map(|r| r.status).unwrap_or(0),
+        200
+    );
 }
 
 #[test]
@@ -124,11 +193,19 @@ fn sigterm_drains_requests_in_flight_then_exits() {
     node.wait_server("app", "a", "up", T);
     let web = node.frontend("web");
     let slow = std::thread::spawn(move || http::get(web, "/slow?ms=700"));
-    assert!(wait_until(T, || node.get_json("/status")["proxy"]["backends"][0]["servers"][0]["inflight"] == 1));
+    assert!(wait_until(T, || node.get_json("/status")["proxy"]
+        ["backends"][0]["servers"][0]["inflight"]
+        == 1));
     node.proc.signal(15);
-    let done = slow.join().unwrap_or_else(|_| panic!("thread")).unwrap_or_else(|e| panic!("{e}"));
+    let done = slow
+        .join()
+        .unwrap_or_else(|_| panic!("thread"))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(done.status, 200);
-    let status = node.proc.wait_exit(T).unwrap_or_else(|| panic!("tandem did not exit after SIGTERM"));
+    let status = node
+        .proc
+        .wait_exit(T)
+        .unwrap_or_else(|| panic!("tandem did not exit after SIGTERM"));
     assert!(status.success());
     // New connections are refused once it stopped.
     assert!(std::net::TcpStream::connect(web).is_err());
@@ -138,11 +215,15 @@ fn sigterm_drains_requests_in_flight_then_exits() {
 fn nginx_backends_killed_under_load_fail_no_get() {
     let a = tandem_testkit::nginx::Nginx::start("a");
     let b = tandem_testkit::nginx::Nginx::start("b");
-    let node = start_node(&lb_config(&[("a", a.addr, false), ("b", b.addr, false)], ""));
+    let node = start_node(&lb_config(
+        &[("a", a.addr, false), ("b", b.addr, false)],
+        "",
+    ));
     node.wait_server("app", "a", "up", T);
     node.wait_server("app", "b", "up", T);
     let mut a = a;
-    let load = tandem_testkit::load::Load::start(node.frontend("web"), "/", 8, Duration::from_secs(30));
+    let load =
+        tandem_testkit::load::Load::start(node.frontend("web"), "/", 8, Duration::from_secs(30));
     assert!(wait_until(T, || load.progress() > 300));
     a.proc.kill();
     node.wait_server("app", "a", "down", T);

@@ -56,6 +56,6 @@ pub fn start_node(config: &str) -> Node {
     Node::start(bin(), config, &["web"], Some(TOKEN))
 }
 
+pub use tandem_testkit::tandem::{DemoBackend, Node};
 /// Poll with a deadline (re-exported for brevity).
 pub use tandem_testkit::wait_until;
-pub use tandem_testkit::tandem::{DemoBackend, Node};

@@ -21,13 +21,24 @@ fn servers(spec: &[(&str, u32, bool)]) -> Vec<Arc<Server>> {
                 maxconn: 0,
             };
             let addr = cfg.address.parse().unwrap_or_else(|_| unreachable!());
-            Arc::new(Server::new("b", cfg, addr, true, AdminState::Ready, m.server("b", name)))
+            Arc::new(Server::new(
+                "b",
+                cfg,
+                addr,
+                true,
+                AdminState::Ready,
+                m.server("b", name),
+            ))
         })
         .collect()
 }
 
 fn ctx<'a>(tried: &'a [Arc<Server>], key: Option<&'a [u8]>) -> PickContext<'a> {
-    PickContext { client: IpAddr::V4(Ipv4Addr::LOCALHOST), hash_key: key, tried }
+    PickContext {
+        client: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        hash_key: key,
+        tried,
+    }
 }
 
 fn counts(p: &Picker, sel: &Selection, n: usize) -> HashMap<String, usize> {
@@ -83,7 +94,12 @@ fn drain_and_maint_leave_rotation() {
 fn retries_avoid_tried_servers() {
     let all = servers(&[("a", 1, false), ("b", 1, false)]);
     let sel = Selection::build(&all);
-    for policy in [Balance::RoundRobin, Balance::LeastConn, Balance::P2c, Balance::Hash] {
+    for policy in [
+        Balance::RoundRobin,
+        Balance::LeastConn,
+        Balance::P2c,
+        Balance::Hash,
+    ] {
         let p = Picker::new(policy, 7);
         for _ in 0..20 {
             let tried = [all[0].clone()];
@@ -125,16 +141,25 @@ fn hash_is_stable_and_moves_only_keys_of_a_lost_server() {
     let keys: Vec<String> = (0..300).map(|i| format!("user-{i}")).collect();
     let before: Vec<String> = keys
         .iter()
-        .filter_map(|k| p.pick(&sel, &ctx(&[], Some(k.as_bytes()))).map(|s| s.name.clone()))
+        .filter_map(|k| {
+            p.pick(&sel, &ctx(&[], Some(k.as_bytes())))
+                .map(|s| s.name.clone())
+        })
         .collect();
     let on_b = before.iter().filter(|s| *s == "b").count();
     assert!(on_b > 50 && on_b < 150, "uneven spread: {on_b} of 300 on b");
     all[1].set_up(false);
     let sel = Selection::build(&all);
     for (k, was) in keys.iter().zip(&before) {
-        let now = p.pick(&sel, &ctx(&[], Some(k.as_bytes()))).map(|s| s.name.clone());
+        let now = p
+            .pick(&sel, &ctx(&[], Some(k.as_bytes())))
+            .map(|s| s.name.clone());
         if was != "b" {
-            assert_eq!(now.as_deref(), Some(was.as_str()), "key {k} moved without cause");
+            assert_eq!(
+                now.as_deref(),
+                Some(was.as_str()),
+                "key {k} moved without cause"
+            );
         } else {
             assert_ne!(now.as_deref(), Some("b"));
         }

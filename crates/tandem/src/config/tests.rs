@@ -63,14 +63,19 @@ fn bad_duration_names_the_line() {
 #[test]
 fn validation_error_points_at_the_key() {
     let e = error_of(&GOOD.replace("127.0.0.1:9002", "localhost"));
-    assert!(e.starts_with("tandem.toml:22: backend[0].server[1].address"), "{e}");
+    assert!(
+        e.starts_with("tandem.toml:22: backend[0].server[1].address"),
+        "{e}"
+    );
     let e = error_of(&GOOD.replace("backend = \"app\"", "backend = \"nope\""));
     assert!(e.starts_with("tandem.toml:8: frontend[0].backend"), "{e}");
 }
 
 #[test]
 fn every_problem_is_reported() {
-    let bad = GOOD.replace("127.0.0.1:9002", "x").replace("name = \"a\"", "name = \"b\"");
+    let bad = GOOD
+        .replace("127.0.0.1:9002", "x")
+        .replace("name = \"a\"", "name = \"b\"");
     let e = error_of(&bad);
     assert_eq!(e.lines().count(), 2, "{e}");
 }
