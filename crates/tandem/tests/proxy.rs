@@ -543,3 +543,47 @@ fn h2c_clients_are_served() {
     });
     assert_eq!(status, 200);
 }
+
+#[test]
+fn slow_and_idle_clients_are_cut_at_client_timeout_without_starving_others() {
+    let a = DemoBackend::start(bin(), "a");
+    let cfg = lb_config(&[("a", a.addr, false)], "").replace(
+        "access_log = false",
+        "access_log = false\nclient_timeout = \"1s\"",
+    );
+    let node = start_node(&cfg);
+    node.wait_server("app", "a", "up", T);
+    let web = node.frontend("web");
+    // A client trickling its headers, one line every 100 ms.
+    let mut slow = TcpStream::connect(web).unwrap_or_else(|e| panic!("{e}"));
+    slow.write_all(b"GET / HTTP/1.1\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..100 {
+            if slow.write_all(b"X-Slow: 1\r\n").is_err() {
+                return true; // cut by the proxy
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    });
+    // Others are served meanwhile.
+    for _ in 0..20 {
+        assert_eq!(http::get(web, "/").map(|r| r.status).unwrap_or(0), 200);
+    }
+    assert!(
+        trickle.join().unwrap_or(false),
+        "a client trickling headers was never cut"
+    );
+    // An idle keep-alive connection is closed after the timeout.
+    let mut idle = Conn::open(web, T).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        idle.request("GET", "/", &[], b"")
+            .map(|r| r.status)
+            .unwrap_or(0),
+        200
+    );
+    let mut buf = [0u8; 16];
+    let n = idle.stream().read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "idle connection should be closed by the proxy");
+}
