@@ -6,6 +6,8 @@
 pub mod clock;
 pub mod duration;
 pub mod events;
+pub mod health;
+pub mod probe;
 pub mod shutdown;
 pub mod task;
 pub mod validate;

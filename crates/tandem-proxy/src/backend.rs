@@ -12,10 +12,10 @@ use tandem_core::{EventBus, TaskHandle};
 
 use crate::balance::{Picker, Selection};
 use crate::config::{BackendConfig, CheckKind, StatusSet};
-use crate::health::{Status, Transition};
 use crate::metrics::{BackendMetrics, ProxyMetrics};
 use crate::server::{AdminState, Server, ServerStatus};
 use crate::{check, ProxyError};
+use tandem_core::health::{Status, Transition};
 
 /// One `[[backend]]` at run time.
 pub struct Backend {

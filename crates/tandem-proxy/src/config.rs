@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+pub use tandem_core::probe::StatusSet;
 use tandem_core::validate::Issue;
 use tandem_core::HumanDuration;
 
@@ -178,38 +179,6 @@ fn default_weight() -> u32 {
     1
 }
 
-/// An inclusive set of accepted HTTP status codes, from `expect = "200-399"` or `"200,204"`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatusSet(Vec<(u16, u16)>);
-
-impl StatusSet {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let mut ranges = Vec::new();
-        for part in s.split(',').map(str::trim) {
-            let (lo, hi) = match part.split_once('-') {
-                Some((a, b)) => (a.trim(), b.trim()),
-                None => (part, part),
-            };
-            let parse = |x: &str| -> Result<u16, String> {
-                x.parse::<u16>()
-                    .ok()
-                    .filter(|c| (100..=599).contains(c))
-                    .ok_or_else(|| format!("{x:?} is not an HTTP status code (100-599)"))
-            };
-            let (lo, hi) = (parse(lo)?, parse(hi)?);
-            if lo > hi {
-                return Err(format!("range {part:?} is empty"));
-            }
-            ranges.push((lo, hi));
-        }
-        Ok(Self(ranges))
-    }
-
-    pub fn contains(&self, code: u16) -> bool {
-        self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&code))
-    }
-}
-
 /// Check the proxy sections together: names unique, references resolve, addresses parse,
 /// numbers in range. Returns every problem found, not just the first.
 pub fn validate(frontends: &[FrontendConfig], backends: &[BackendConfig]) -> Vec<Issue> {
@@ -350,21 +319,5 @@ fn check_name(name: &str, path: &str, seen: &mut HashSet<String>, issues: &mut V
         ));
     } else if !seen.insert(name.to_string()) {
         issues.push(Issue::new(path, format!("{name:?} is used twice")));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_sets() {
-        let s = StatusSet::parse("200-399").unwrap_or(StatusSet(vec![]));
-        assert!(s.contains(200) && s.contains(399) && !s.contains(404));
-        let s = StatusSet::parse("200, 204").unwrap_or(StatusSet(vec![]));
-        assert!(s.contains(204) && !s.contains(201));
-        assert!(StatusSet::parse("abc").is_err());
-        assert!(StatusSet::parse("300-200").is_err());
-        assert!(StatusSet::parse("99").is_err());
     }
 }

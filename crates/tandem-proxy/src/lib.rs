@@ -10,7 +10,6 @@ mod balance;
 mod body;
 pub mod check;
 pub mod config;
-pub mod health;
 mod http;
 pub mod metrics;
 mod proxy;

@@ -1,5 +1,5 @@
-//! Rise/fall hysteresis: the decision engine behind a server's up/down state. No I/O: it takes
-//! check results and returns transitions; the checker task around it does the probing.
+//! Rise/fall hysteresis: the decision engine behind a server's (or a service's) up/down state.
+//! No I/O: it takes check results and returns transitions; the task around it does the probing.
 
 use std::time::Duration;
 
