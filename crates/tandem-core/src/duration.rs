@@ -106,8 +106,10 @@ impl fmt::Display for HumanDuration {
             write!(f, "{}s", d.as_secs())
         } else if d.as_nanos().is_multiple_of(1_000_000) {
             write!(f, "{}ms", d.as_millis())
-        } else {
+        } else if d.as_nanos().is_multiple_of(1_000) {
             write!(f, "{}us", d.as_micros())
+        } else {
+            write!(f, "{}ns", d.as_nanos())
         }
     }
 }
@@ -166,7 +168,7 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in ["500ms", "2s", "150us"] {
+        for s in ["500ms", "2s", "150us", "1ns"] {
             let d: HumanDuration = s.parse().unwrap_or_default();
             assert_eq!(d.to_string(), s);
         }

@@ -107,23 +107,27 @@ impl Body for RespBody {
         match &mut this.kind {
             RespKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RespKind::Upstream(s) => {
-                let polled = Pin::new(s).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(None) => {
-                        // Complete answer: the connection can serve the next request.
-                        if let Some(mut lease) = this.lease.take() {
-                            if let Some(sender) = lease.sender.take() {
-                                lease.guard.server().checkin(sender);
-                            }
+                let polled = Pin::new(&mut *s).poll_frame(cx);
+                // The answer is complete when the stream ends, or as soon as its last frame is
+                // out (hyper stops polling a body that reports its end): the connection can
+                // serve the next request.
+                let complete = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => s.is_end_stream(),
+                    _ => false,
+                };
+                if complete {
+                    if let Some(mut lease) = this.lease.take() {
+                        if let Some(sender) = lease.sender.take() {
+                            lease.guard.server().checkin(sender);
                         }
                     }
-                    Poll::Ready(Some(Err(e))) => {
-                        if let Some(lease) = this.lease.take() {
-                            let server: &Arc<_> = lease.guard.server();
-                            server.passive_failure(lease.fall, &format!("response body: {e}"));
-                        }
+                }
+                if let Poll::Ready(Some(Err(e))) = &polled {
+                    if let Some(lease) = this.lease.take() {
+                        let server: &Arc<_> = lease.guard.server();
+                        server.passive_failure(lease.fall, &format!("response body: {e}"));
                     }
-                    _ => {}
                 }
                 polled
             }

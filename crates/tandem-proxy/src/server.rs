@@ -102,6 +102,8 @@ impl Server {
     }
 
     pub(crate) fn set_up(&self, up: bool) {
+        // A new state starts a new passive failure streak.
+        self.passive_fails.store(0, Ordering::Relaxed);
         self.up.store(up, Ordering::Release);
         self.metrics.up.set(i64::from(up));
         if !up {
@@ -157,7 +159,7 @@ impl Server {
     /// down at once (the checker owns the up/down state machine).
     pub(crate) fn passive_failure(&self, fall: u32, what: &str) {
         let n = self.passive_fails.fetch_add(1, Ordering::Relaxed) + 1;
-        if n == fall.max(1) && self.is_up() {
+        if n >= fall.max(1) && self.is_up() {
             if let Ok(mut r) = self.passive_reason.lock() {
                 *r = format!("{n} consecutive request failures, last: {what}");
             }

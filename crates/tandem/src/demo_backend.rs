@@ -24,6 +24,8 @@ type Body = Either<Full<Bytes>, Either<Incoming, Ticks>>;
 struct State {
     name: String,
     healthy: AtomicBool,
+    /// Connections accepted so far (to check that proxies reuse them).
+    connections: std::sync::atomic::AtomicU64,
 }
 
 /// Serve on `listen` until the process ends. Prints `listening on ADDR` first.
@@ -38,6 +40,7 @@ pub async fn run(listen: SocketAddr, name: String) -> anyhow::Result<()> {
     let state = Arc::new(State {
         name,
         healthy: AtomicBool::new(true),
+        connections: Default::default(),
     });
     loop {
         let (stream, _) = match listener.accept().await {
@@ -48,6 +51,7 @@ pub async fn run(listen: SocketAddr, name: String) -> anyhow::Result<()> {
             }
         };
         let _ = stream.set_nodelay(true);
+        state.connections.fetch_add(1, Ordering::Relaxed);
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| handle(req, state.clone()));
@@ -113,6 +117,10 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
             );
             return Ok(r);
         }
+        (_, "/connections") => text(
+            StatusCode::OK,
+            format!("{}\n", st.connections.load(Ordering::Relaxed)),
+        ),
         (_, "/headers") => {
             let mut s = String::new();
             for (k, v) in req.headers() {

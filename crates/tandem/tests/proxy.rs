@@ -67,6 +67,47 @@ fn balances_and_forwards_headers() {
 }
 
 #[test]
+fn upstream_connections_are_reused() {
+    let a = DemoBackend::start(bin(), "a");
+    let node = start_node(&lb_config(&[("a", a.addr, false)], ""));
+    node.wait_server("app", "a", "up", T);
+    let mut c = Conn::open(node.frontend("web"), T).unwrap_or_else(|e| panic!("{e}"));
+    let before = http::get(a.addr, "/connections")
+        .map(|r| r.text())
+        .unwrap_or_default();
+    for path in ["/", "/headers", "/status/204", "/status/404"]
+        .iter()
+        .cycle()
+        .take(100)
+    {
+        let r = c
+            .request("GET", path, &[], b"")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.status < 500, "{path}: {}", r.status);
+    }
+    let after = http::get(a.addr, "/connections")
+        .map(|r| r.text())
+        .unwrap_or_default();
+    let (before, after): (u64, u64) = (
+        before.trim().parse().unwrap_or(0),
+        after.trim().parse().unwrap_or(u64::MAX),
+    );
+    // Health checks open one each (2 per check), our two /connections probes one each; the
+    // 100 proxied requests should need one or two.
+    let checks = node
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("tandem_proxy_health_checks_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum::<u64>();
+    assert!(
+        after - before <= checks + 4,
+        "{} new upstream connections for 100 requests ({checks} checks)",
+        after - before
+    );
+}
+
+#[test]
 fn sigkill_of_a_server_under_load_fails_no_get() {
     let (mut a, _b, node) = two_servers("");
     let load = Load::start(node.frontend("web"), "/", 8, Duration::from_secs(30));
