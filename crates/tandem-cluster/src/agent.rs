@@ -1,0 +1,675 @@
+//! The cluster agent: runs the lease engine against a DCS, executes its actions (store
+//! requests, hooks), heartbeats, checks the managed service, and publishes the node's status
+//! for the admin API. One task owns the engine; everything else talks to it by messages.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tandem_core::clock::{self, Instant};
+use tandem_core::health::{Hysteresis, Input, Status};
+use tandem_core::probe::{probe, Probe, StatusSet};
+use tandem_core::{EventBus, Shutdown, TaskHandle};
+use tokio::sync::mpsc;
+
+use crate::config::{ClusterConfig, NodeConfig, ServiceConfig};
+use crate::dcs::{Dcs, DcsError};
+use crate::hooks::{self, Hook};
+use crate::lease::{Action, Event, LeaseEngine, LeaseSettings, Role};
+use crate::metrics::{ClusterMetrics, ReasonLabel, ResultLabel};
+use crate::state::{ClusterState, Command, MemberInfo, Outcome};
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An object-safe view of a `Dcs`, so the handle needs no type parameter.
+trait DynDcs: Send + Sync {
+    fn write_dyn(&self, cmd: Command) -> BoxFut<'_, Result<Outcome, DcsError>>;
+}
+
+impl<D: Dcs> DynDcs for D {
+    fn write_dyn(&self, cmd: Command) -> BoxFut<'_, Result<Outcome, DcsError>> {
+        Box::pin(self.write(cmd))
+    }
+}
+
+/// What the admin API shows about the cluster, as seen from this node.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterStatus {
+    pub cluster: String,
+    pub node: String,
+    pub role: &'static str,
+    pub healthy: bool,
+    pub has_quorum: bool,
+    pub lease_holder: Option<String>,
+    pub fencing_token: Option<u64>,
+    /// The store's lease version (changes on every lease write).
+    pub lease_version: u64,
+    pub paused: bool,
+    pub switchover: Option<String>,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberStatus {
+    pub name: String,
+    pub role: &'static str,
+    pub healthy: bool,
+    pub alive: bool,
+    /// Milliseconds since this node saw the member's last heartbeat.
+    pub last_seen_ms: Option<u64>,
+    pub priority: u32,
+    pub nofailover: bool,
+    pub api: String,
+}
+
+/// State shared with the API: written by the agent task only.
+struct Shared {
+    role: Role,
+    healthy: bool,
+    quorum: bool,
+    status: Option<ClusterStatus>,
+}
+
+/// Handle on a running agent.
+#[derive(Clone)]
+pub struct AgentHandle {
+    shared: Arc<Mutex<Shared>>,
+    dcs: Arc<dyn DynDcs>,
+    me: String,
+    ttl: Duration,
+    _task: Arc<TaskHandle>,
+}
+
+/// Errors of operator requests.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Dcs(#[from] DcsError),
+    #[error("{0}")]
+    Timeout(String),
+}
+
+impl AgentHandle {
+    /// The fencing token if this node holds a valid lease and its service is healthy.
+    pub fn primary(&self) -> Option<u64> {
+        let s = self.shared.lock().ok()?;
+        match s.role {
+            Role::Primary { token, valid_until } if clock::now() < valid_until && s.healthy => {
+                Some(token)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<ClusterStatus> {
+        let s = self.shared.lock().ok()?;
+        let mut st = s.status.clone()?;
+        // The role is judged now, by the clock, not when the status was built.
+        st.role = match s.role {
+            Role::Primary { valid_until, .. } if clock::now() < valid_until => "primary",
+            _ => "replica",
+        };
+        st.healthy = s.healthy;
+        st.has_quorum = s.quorum;
+        if let Some(m) = st.members.iter_mut().find(|m| m.name == self.me) {
+            m.role = st.role;
+            m.healthy = s.healthy;
+        }
+        Some(st)
+    }
+
+    /// Hand the lease to `target`: the current primary demotes first, then `target` promotes.
+    pub async fn switchover(&self, target: &str) -> Result<ClusterStatus, RequestError> {
+        let st = self
+            .status()
+            .ok_or_else(|| RequestError::Invalid("the cluster state is not known yet".into()))?;
+        let Some(m) = st.members.iter().find(|m| m.name == target) else {
+            return Err(RequestError::Invalid(format!("{target:?} is not a member")));
+        };
+        if !m.alive || !m.healthy || m.nofailover {
+            return Err(RequestError::Invalid(format!(
+                "{target:?} cannot take the lease (alive, healthy, not nofailover needed)"
+            )));
+        }
+        if st.lease_holder.as_deref() == Some(target) {
+            return Err(RequestError::Invalid(format!(
+                "{target:?} is already the primary"
+            )));
+        }
+        self.dcs
+            .write_dyn(Command::SetSwitchover {
+                target: Some(target.to_string()),
+            })
+            .await?;
+        let deadline = clock::now() + self.ttl * 4;
+        while clock::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(st) = self.status() {
+                if st.lease_holder.as_deref() == Some(target) && st.switchover.is_none() {
+                    return Ok(st);
+                }
+            }
+        }
+        // Do not leave the cluster blocked on a target that never came.
+        let _ = self
+            .dcs
+            .write_dyn(Command::SetSwitchover { target: None })
+            .await;
+        Err(RequestError::Timeout(format!(
+            "{target} did not take the lease in time; switchover cancelled"
+        )))
+    }
+
+    /// Stop (or restart) automatic failover cluster-wide.
+    pub async fn set_paused(&self, paused: bool) -> Result<(), RequestError> {
+        self.dcs.write_dyn(Command::SetPaused { paused }).await?;
+        Ok(())
+    }
+}
+
+/// Everything an agent needs.
+pub struct AgentParts<D> {
+    pub node: NodeConfig,
+    pub cluster: ClusterConfig,
+    pub service: Option<ServiceConfig>,
+    pub dcs: Arc<D>,
+    pub api: Option<SocketAddr>,
+    pub events: EventBus,
+    pub metrics: ClusterMetrics,
+    pub shutdown: Shutdown,
+}
+
+/// The agent task.
+pub struct Agent<D> {
+    engine: LeaseEngine,
+    parts: AgentParts<D>,
+    shared: Arc<Mutex<Shared>>,
+    tx: mpsc::UnboundedSender<Msg>,
+    hooks: mpsc::UnboundedSender<(Hook, Option<u64>)>,
+    hook_runner: tokio::task::JoinHandle<()>,
+    reading: bool,
+    last_holder: Option<String>,
+}
+
+enum Msg {
+    Read(Result<ClusterState, DcsError>),
+    Engine(Event),
+    Health(bool),
+}
+
+impl<D: Dcs> Agent<D> {
+    /// Start the agent; it runs until `parts.shutdown` is triggered.
+    pub fn start(parts: AgentParts<D>) -> AgentHandle {
+        let c = &parts.cluster;
+        let settings = LeaseSettings {
+            me: parts.node.name.clone(),
+            ttl: c.lease_ttl.get(),
+            margin: c.margin(),
+            renew_every: c.lease_ttl.get() / 4,
+            priority: parts.node.priority,
+            nofailover: parts.node.nofailover,
+        };
+        let healthy_at_start = parts
+            .service
+            .as_ref()
+            .and_then(|s| s.health.as_ref())
+            .is_none();
+        let shared = Arc::new(Mutex::new(Shared {
+            role: Role::Replica,
+            healthy: healthy_at_start,
+            quorum: false,
+            status: None,
+        }));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (hooks, hook_runner) = spawn_hook_runner(&parts);
+        let handle_dcs: Arc<dyn DynDcs> = parts.dcs.clone();
+        let me = parts.node.name.clone();
+        let ttl = c.lease_ttl.get();
+        let mut engine = LeaseEngine::new(settings);
+        engine.handle(clock::now(), Event::Health(healthy_at_start));
+        let agent = Agent {
+            engine,
+            parts,
+            shared: shared.clone(),
+            tx,
+            hooks,
+            hook_runner,
+            reading: false,
+            last_holder: None,
+        };
+        let task = TaskHandle::spawn(agent.run(rx));
+        AgentHandle {
+            shared,
+            dcs: handle_dcs,
+            me,
+            ttl,
+            _task: Arc::new(task),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let every = self.parts.cluster.lease_ttl.get() / 4;
+        let me = self.parts.node.name.clone();
+        let _heartbeat = TaskHandle::spawn(heartbeat(
+            self.parts.dcs.clone(),
+            self.shared.clone(),
+            me,
+            self.member_info_base(),
+            every,
+        ));
+        let _health = self
+            .parts
+            .service
+            .as_ref()
+            .and_then(|s| s.health.clone())
+            .map(|h| TaskHandle::spawn(check_service(h, self.tx.clone())));
+        let _ = self.hooks.send((Hook::Start, None));
+        loop {
+            let now = clock::now();
+            let deadline = self.engine.next_deadline(now);
+            let event = tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.start_read();
+                    Event::Tick
+                }
+                msg = rx.recv() => match msg {
+                    Some(Msg::Read(Ok(state))) => {
+                        self.reading = false;
+                        self.set_quorum(self.parts.dcs.has_quorum());
+                        Event::Observed(state)
+                    }
+                    Some(Msg::Read(Err(e))) => {
+                        self.reading = false;
+                        self.set_quorum(false);
+                        tracing::debug!(error = %e, "reading the cluster record failed");
+                        Event::Tick
+                    }
+                    Some(Msg::Engine(e)) => e,
+                    Some(Msg::Health(h)) => {
+                        if let Ok(mut s) = self.shared.lock() { s.healthy = h; }
+                        self.parts.events.emit(if h { "service_healthy" } else { "service_unhealthy" }, "cluster", &self.parts.node.name, "service health check");
+                        Event::Health(h)
+                    }
+                    None => break,
+                },
+                _ = self.parts.shutdown.wait() => break,
+            };
+            let now = clock::now();
+            let actions = self.engine.handle(now, event);
+            for a in actions {
+                self.execute(now, a);
+            }
+            self.publish(now);
+        }
+        self.stop().await;
+    }
+
+    /// On shutdown a primary demotes and releases at once, so failover need not wait a ttl;
+    /// then the stop hook runs and the queued hooks get their timeout to finish.
+    async fn stop(mut self) {
+        if let Role::Primary { token, .. } = self.engine.role() {
+            self.set_role(Role::Replica);
+            self.on_demote(token, "node stopping");
+            let cmd = Command::Release {
+                node: self.parts.node.name.clone(),
+                token,
+            };
+            let _ = tokio::time::timeout(
+                self.parts.cluster.lease_ttl.get(),
+                self.parts.dcs.write(cmd),
+            )
+            .await;
+        }
+        let _ = self.hooks.send((Hook::Stop, None));
+        let wait = self
+            .parts
+            .service
+            .as_ref()
+            .map(|s| s.hook_timeout.get() * 2)
+            .unwrap_or_default();
+        let Agent {
+            hooks, hook_runner, ..
+        } = self;
+        drop(hooks);
+        let _ = tokio::time::timeout(wait, hook_runner).await;
+    }
+
+    fn start_read(&mut self) {
+        if self.reading {
+            return;
+        }
+        self.reading = true;
+        let (dcs, tx) = (self.parts.dcs.clone(), self.tx.clone());
+        let limit = self.parts.cluster.lease_ttl.get() / 2;
+        tokio::spawn(async move {
+            let r = match tokio::time::timeout(limit, dcs.read()).await {
+                Ok(r) => r,
+                Err(_) => Err(DcsError::Timeout),
+            };
+            let _ = tx.send(Msg::Read(r));
+        });
+    }
+
+    fn execute(&mut self, now: Instant, action: Action) {
+        let me = self.parts.node.name.clone();
+        let limit = self
+            .parts
+            .cluster
+            .lease_ttl
+            .get()
+            .saturating_sub(self.parts.cluster.margin());
+        match action {
+            Action::Acquire { expected_version } => {
+                let (dcs, tx) = (self.parts.dcs.clone(), self.tx.clone());
+                tokio::spawn(async move {
+                    let cmd = Command::Acquire {
+                        node: me.clone(),
+                        expected_version,
+                    };
+                    let ev = match tokio::time::timeout(limit, dcs.write(cmd)).await {
+                        Ok(Ok(o)) if o.ok => match o.lease {
+                            Some(l) if l.holder == me => Event::Acquired {
+                                token: l.token,
+                                sent_at: now,
+                            },
+                            _ => Event::AcquireFailed("lease not ours after acquire".into()),
+                        },
+                        Ok(Ok(_)) => {
+                            Event::AcquireFailed("another node changed the lease first".into())
+                        }
+                        Ok(Err(e)) => Event::AcquireFailed(e.to_string()),
+                        Err(_) => Event::AcquireFailed("timeout".into()),
+                    };
+                    let _ = tx.send(Msg::Engine(ev));
+                });
+            }
+            Action::Renew { token } => {
+                let (dcs, tx, m) = (
+                    self.parts.dcs.clone(),
+                    self.tx.clone(),
+                    self.parts.metrics.clone(),
+                );
+                tokio::spawn(async move {
+                    let started = clock::now();
+                    let r =
+                        tokio::time::timeout(limit, dcs.write(Command::Renew { node: me, token }))
+                            .await;
+                    let (result, ev) = match r {
+                        Ok(Ok(o)) if o.ok => ("ok", Event::Renewed { sent_at: now }),
+                        Ok(Ok(_)) => (
+                            "refused",
+                            Event::RenewFailed("the lease is no longer ours".into()),
+                        ),
+                        Ok(Err(e)) => ("error", Event::RenewFailed(e.to_string())),
+                        Err(_) => ("timeout", Event::RenewFailed("timeout".into())),
+                    };
+                    m.renewals
+                        .get_or_create(&ResultLabel {
+                            result: result.into(),
+                        })
+                        .inc();
+                    if result == "ok" {
+                        m.renewal_latency.observe(started.elapsed().as_secs_f64());
+                    }
+                    let _ = tx.send(Msg::Engine(ev));
+                });
+            }
+            Action::Release { token, reason } => {
+                let (dcs, tx) = (self.parts.dcs.clone(), self.tx.clone());
+                tracing::info!(token, %reason, "releasing the lease");
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(
+                        limit,
+                        dcs.write(Command::Release { node: me, token }),
+                    )
+                    .await;
+                    let _ = tx.send(Msg::Engine(Event::ReleaseDone));
+                });
+            }
+            Action::Promote { token, reason } => {
+                let previous = self.last_holder.clone();
+                let switchover = self
+                    .engine
+                    .view()
+                    .and_then(|v| v.switchover.clone())
+                    .is_some()
+                    || previous.as_deref().is_some_and(|p| p != me);
+                self.set_role(self.engine.role());
+                self.parts.metrics.fencing_token.set(token as i64);
+                if switchover {
+                    self.parts.metrics.failovers.inc();
+                }
+                let why = format!("{reason}; fencing token {token}");
+                self.parts.events.emit("promoted", "cluster", &me, why);
+                let _ = self.hooks.send((Hook::Promote, Some(token)));
+            }
+            Action::Demote { token, reason } => {
+                self.set_role(Role::Replica);
+                self.on_demote(token, &reason);
+            }
+        }
+    }
+
+    fn on_demote(&mut self, token: u64, reason: &str) {
+        let me = self.parts.node.name.clone();
+        self.parts
+            .metrics
+            .demotions
+            .get_or_create(&ReasonLabel {
+                reason: demotion_kind(reason).into(),
+            })
+            .inc();
+        self.parts.events.emit(
+            "demoted",
+            "cluster",
+            &me,
+            format!("{reason}; fencing token {token}"),
+        );
+        let _ = self.hooks.send((Hook::Demote, Some(token)));
+    }
+
+    fn set_role(&self, role: Role) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.role = role;
+        }
+        self.parts
+            .metrics
+            .is_primary
+            .set(i64::from(matches!(role, Role::Primary { .. })));
+    }
+
+    fn set_quorum(&self, q: bool) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.quorum = q;
+        }
+        self.parts.metrics.has_quorum.set(i64::from(q));
+    }
+
+    fn member_info_base(&self) -> MemberInfo {
+        MemberInfo {
+            healthy: true,
+            priority: self.parts.node.priority,
+            nofailover: self.parts.node.nofailover,
+            api: self.parts.api.map(|a| a.to_string()).unwrap_or_default(),
+        }
+    }
+
+    /// Rebuild the status the API shows from the engine's view.
+    fn publish(&mut self, now: Instant) {
+        self.set_role(self.engine.role());
+        let Some(view) = self.engine.view().cloned() else {
+            return;
+        };
+        let holder = view.lease.as_ref().map(|l| l.holder.clone());
+        if holder != self.last_holder {
+            if let Some(h) = &holder {
+                if h != &self.parts.node.name {
+                    tracing::info!(holder = %h, "lease holder changed");
+                }
+            }
+            self.last_holder = holder.clone();
+        }
+        if let Some(l) = &view.lease {
+            self.parts.metrics.fencing_token.set(l.token as i64);
+        }
+        let members: Vec<MemberStatus> = view
+            .members
+            .iter()
+            .map(|(name, m)| {
+                let seen = self.engine.last_seen(name);
+                MemberStatus {
+                    name: name.clone(),
+                    role: if holder.as_deref() == Some(name) {
+                        "primary"
+                    } else {
+                        "replica"
+                    },
+                    healthy: m.info.healthy,
+                    alive: self.engine.is_alive(name, now),
+                    last_seen_ms: seen.map(|s| now.duration_since(s).as_millis() as u64),
+                    priority: m.info.priority,
+                    nofailover: m.info.nofailover,
+                    api: m.info.api.clone(),
+                }
+            })
+            .collect();
+        let healthy = members.iter().filter(|m| m.alive && m.healthy).count();
+        self.parts.metrics.healthy_members.set(healthy as i64);
+        let status = ClusterStatus {
+            cluster: self.parts.cluster.name.clone(),
+            node: self.parts.node.name.clone(),
+            role: "replica",
+            healthy: true,
+            has_quorum: false,
+            lease_holder: holder,
+            fencing_token: view.lease.as_ref().map(|l| l.token),
+            lease_version: view.version,
+            paused: view.paused,
+            switchover: view.switchover.clone(),
+            members,
+        };
+        if let Ok(mut s) = self.shared.lock() {
+            s.status = Some(status);
+        }
+    }
+}
+
+fn demotion_kind(reason: &str) -> &'static str {
+    if reason.contains("not renewed") {
+        "lease_expired"
+    } else if reason.contains("health") {
+        "unhealthy"
+    } else if reason.contains("switchover") {
+        "switchover"
+    } else if reason.contains("stopping") {
+        "shutdown"
+    } else {
+        "lease_lost"
+    }
+}
+
+/// Hooks run one after the other, in the order the agent asked for them.
+fn spawn_hook_runner<D>(
+    parts: &AgentParts<D>,
+) -> (
+    mpsc::UnboundedSender<(Hook, Option<u64>)>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Hook, Option<u64>)>();
+    let service = parts.service.clone();
+    let node = parts.node.name.clone();
+    let metrics = parts.metrics.clone();
+    let runner = tokio::spawn(async move {
+        while let Some((hook, token)) = rx.recv().await {
+            let Some(svc) = &service else { continue };
+            let cmd = match hook {
+                Hook::Start => &svc.start,
+                Hook::Stop => &svc.stop,
+                Hook::Promote => &svc.promote,
+                Hook::Demote => &svc.demote,
+            };
+            let Some(cmd) = cmd else { continue };
+            let role = if hook == Hook::Promote {
+                "primary"
+            } else {
+                "replica"
+            };
+            match hooks::run(hook, cmd, &node, role, token, svc.hook_timeout.get()).await {
+                Ok(()) => tracing::info!(hook = hook.as_str(), ?token, "hook done"),
+                Err(e) => {
+                    metrics
+                        .hook_failures
+                        .get_or_create(&ReasonLabel {
+                            reason: hook.as_str().into(),
+                        })
+                        .inc();
+                    tracing::error!(error = %e, "hook failed");
+                }
+            }
+        }
+    });
+    (tx, runner)
+}
+
+/// Report this member's health and presence every `every`.
+async fn heartbeat<D: Dcs>(
+    dcs: Arc<D>,
+    shared: Arc<Mutex<Shared>>,
+    me: String,
+    base: MemberInfo,
+    every: Duration,
+) {
+    loop {
+        let healthy = shared.lock().map(|s| s.healthy).unwrap_or(false);
+        let cmd = Command::Heartbeat {
+            node: me.clone(),
+            info: MemberInfo {
+                healthy,
+                ..base.clone()
+            },
+        };
+        match tokio::time::timeout(every * 2, dcs.write(cmd)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "heartbeat not stored"),
+            Err(_) => tracing::debug!("heartbeat timed out"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Probe the managed service and report up/down changes.
+async fn check_service(h: crate::config::ServiceHealth, tx: mpsc::UnboundedSender<Msg>) {
+    // Validation has checked both; a failure here is logged, and the service stays down.
+    let (Ok((addr, path)), Ok(expect)) = (h.target(), StatusSet::parse(&h.expect)) else {
+        tracing::error!("invalid [service.health] settings: the service is reported down");
+        return;
+    };
+    let mut engine = Hysteresis::new(h.rise, h.fall, Status::Down);
+    let mut delay = Duration::ZERO;
+    loop {
+        tokio::time::sleep(delay).await;
+        let kind = match &path {
+            Some(p) => Probe::Http {
+                path: p,
+                expect: &expect,
+            },
+            None => Probe::Tcp,
+        };
+        let input = match probe(kind, addr, h.timeout.get()).await {
+            Ok(()) => Input::Passed,
+            Err(why) => Input::Failed(why),
+        };
+        if let Some(t) = engine.handle(input) {
+            tracing::info!(reason = %t.reason, up = t.to == Status::Up, "service health changed");
+            if tx.send(Msg::Health(t.to == Status::Up)).is_err() {
+                return;
+            }
+        }
+        delay = engine.next_interval(h.interval.get());
+    }
+}

@@ -1,0 +1,339 @@
+//! `[node]`, `[cluster]` and `[service]` (kind = "command"): parsed with unknown keys refused,
+//! validated before anything starts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tandem_core::probe::StatusSet;
+use tandem_core::validate::Issue;
+use tandem_core::HumanDuration;
+
+/// `[node]`: this node's identity and preferences.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// Preferred primary among healthy candidates (higher wins).
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    /// Never take the lease.
+    #[serde(default)]
+    pub nofailover: bool,
+}
+
+/// `[cluster]`: the members and the store the lease lives in.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub name: String,
+    /// This node's peer address (Raft traffic).
+    pub listen: String,
+    /// Every member, this node included: name -> peer address.
+    pub peers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub dcs: DcsKind,
+    #[serde(default)]
+    pub etcd_endpoints: Vec<String>,
+    /// The primary's lease; renewed four times per ttl.
+    #[serde(default = "default_ttl")]
+    pub lease_ttl: HumanDuration,
+    /// Time kept back from the ttl for clock drift and demotion (default: a quarter of the ttl).
+    pub safety_margin: Option<HumanDuration>,
+    /// File with the shared secret that authenticates peer traffic.
+    pub secret_file: PathBuf,
+}
+
+/// Which consensus store holds the lease.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DcsKind {
+    #[default]
+    Raft,
+    Etcd,
+}
+
+/// `[service]`: the service kept available, active-passive.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub kind: ServiceKind,
+    pub start: Option<String>,
+    pub stop: Option<String>,
+    pub promote: Option<String>,
+    pub demote: Option<String>,
+    /// Each hook is killed after this long.
+    #[serde(default = "default_hook_timeout")]
+    pub hook_timeout: HumanDuration,
+    pub health: Option<ServiceHealth>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    Command,
+    Postgres,
+}
+
+/// `[service.health]`: the same settings as a proxy backend's checks, aimed at one service.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceHealth {
+    #[serde(default = "default_check")]
+    pub check: ServiceCheck,
+    /// For `check = "http"`: `http://IP:PORT/path`.
+    pub url: Option<String>,
+    /// For `check = "tcp"`: `IP:PORT`.
+    pub address: Option<String>,
+    #[serde(default = "default_expect")]
+    pub expect: String,
+    #[serde(default = "d1s")]
+    pub interval: HumanDuration,
+    #[serde(default = "d500ms")]
+    pub timeout: HumanDuration,
+    #[serde(default = "two")]
+    pub rise: u32,
+    #[serde(default = "two")]
+    pub fall: u32,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceCheck {
+    Http,
+    Tcp,
+}
+
+fn default_priority() -> u32 {
+    100
+}
+fn default_ttl() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+fn default_hook_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+fn default_check() -> ServiceCheck {
+    ServiceCheck::Http
+}
+fn default_expect() -> String {
+    "200-399".into()
+}
+fn d1s() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}
+fn d500ms() -> HumanDuration {
+    HumanDuration::from_millis(500)
+}
+fn two() -> u32 {
+    2
+}
+
+impl ClusterConfig {
+    pub fn margin(&self) -> Duration {
+        self.safety_margin
+            .map(|m| m.get())
+            .unwrap_or(self.lease_ttl.get() / 4)
+    }
+}
+
+impl ServiceHealth {
+    /// The probe target: address and (for HTTP) path.
+    pub fn target(&self) -> Result<(SocketAddr, Option<String>), String> {
+        match self.check {
+            ServiceCheck::Tcp => {
+                let a = self
+                    .address
+                    .as_deref()
+                    .ok_or("check = \"tcp\" needs address = \"IP:PORT\"")?;
+                a.parse()
+                    .map(|a| (a, None))
+                    .map_err(|_| format!("{a:?} is not IP:PORT"))
+            }
+            ServiceCheck::Http => {
+                let u = self
+                    .url
+                    .as_deref()
+                    .ok_or("check = \"http\" needs url = \"http://IP:PORT/path\"")?;
+                let rest = u
+                    .strip_prefix("http://")
+                    .ok_or_else(|| format!("{u:?} must start with http://"))?;
+                let (hostport, path) = match rest.find('/') {
+                    Some(i) => (&rest[..i], &rest[i..]),
+                    None => (rest, "/"),
+                };
+                let addr = hostport
+                    .parse()
+                    .map_err(|_| format!("{u:?}: the host must be IP:PORT"))?;
+                Ok((addr, Some(path.to_string())))
+            }
+        }
+    }
+}
+
+/// Read the cluster secret: one word of at least 16 characters.
+pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let s = text.trim().to_string();
+    if s.len() < 16 || s.contains(char::is_whitespace) {
+        return Err(format!(
+            "{}: the secret must be one word of at least 16 characters",
+            path.display()
+        ));
+    }
+    Ok(s)
+}
+
+/// Check `[node]`, `[cluster]` and `[service]` together.
+pub fn validate(
+    node: Option<&NodeConfig>,
+    cluster: Option<&ClusterConfig>,
+    service: Option<&ServiceConfig>,
+) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    match (node, cluster) {
+        (Some(n), Some(c)) => validate_cluster(n, c, &mut issues),
+        (None, Some(_)) => issues.push(Issue::new("cluster", "[cluster] needs a [node] section")),
+        (Some(_), None) => issues.push(Issue::new("node", "[node] is only used with [cluster]")),
+        (None, None) => {}
+    }
+    if let Some(s) = service {
+        if cluster.is_none() {
+            issues.push(Issue::new(
+                "service",
+                "[service] needs [node] and [cluster]: the lease decides where it is primary",
+            ));
+        }
+        validate_service(s, &mut issues);
+    }
+    issues
+}
+
+fn validate_cluster(n: &NodeConfig, c: &ClusterConfig, issues: &mut Vec<Issue>) {
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    if !name_ok(&n.name) {
+        issues.push(Issue::new(
+            "node.name",
+            format!("{:?} is not a name (1-64 of a-z, 0-9, - _ .)", n.name),
+        ));
+    }
+    if !name_ok(&c.name) {
+        issues.push(Issue::new(
+            "cluster.name",
+            format!("{:?} is not a name", c.name),
+        ));
+    }
+    if c.listen.parse::<SocketAddr>().is_err() {
+        issues.push(Issue::new(
+            "cluster.listen",
+            format!("{:?} is not an address:port", c.listen),
+        ));
+    }
+    if !c.peers.contains_key(&n.name) {
+        issues.push(Issue::new(
+            "cluster.peers",
+            format!("this node ({:?}) is not among the peers", n.name),
+        ));
+    }
+    let mut addrs = std::collections::HashSet::new();
+    for (name, addr) in &c.peers {
+        if !name_ok(name) {
+            issues.push(Issue::new(
+                "cluster.peers",
+                format!("{name:?} is not a name"),
+            ));
+        }
+        match addr.parse::<SocketAddr>() {
+            Ok(a) if a.port() == 0 => issues.push(Issue::new(
+                "cluster.peers",
+                format!("{name}: port 0 cannot be reached"),
+            )),
+            Ok(a) if !addrs.insert(a) => issues.push(Issue::new(
+                "cluster.peers",
+                format!("{a} is given to two peers"),
+            )),
+            Ok(_) => {}
+            Err(_) => issues.push(Issue::new(
+                "cluster.peers",
+                format!("{name}: {addr:?} is not an address:port"),
+            )),
+        }
+    }
+    if c.peers.len() > 9 {
+        issues.push(Issue::new("cluster.peers", "at most 9 members"));
+    }
+    let ttl = c.lease_ttl.get();
+    if ttl < Duration::from_millis(300) || ttl > Duration::from_secs(300) {
+        issues.push(Issue::new(
+            "cluster.lease_ttl",
+            "must be between 300ms and 300s",
+        ));
+    }
+    if let Some(m) = c.safety_margin {
+        if m.get() < ttl / 20 || m.get() > ttl / 2 {
+            issues.push(Issue::new(
+                "cluster.safety_margin",
+                "must be between ttl/20 and ttl/2",
+            ));
+        }
+    }
+    if let Err(e) = read_secret(&c.secret_file) {
+        issues.push(Issue::new("cluster.secret_file", e));
+    }
+    match c.dcs {
+        DcsKind::Etcd if c.etcd_endpoints.is_empty() => issues.push(Issue::new(
+            "cluster.etcd_endpoints",
+            "dcs = \"etcd\" needs at least one endpoint",
+        )),
+        DcsKind::Etcd if !cfg!(feature = "etcd") => issues.push(Issue::new(
+            "cluster.dcs",
+            "this build has no etcd backend (build with --features etcd, which needs protoc)",
+        )),
+        DcsKind::Raft if !c.etcd_endpoints.is_empty() => issues.push(Issue::new(
+            "cluster.etcd_endpoints",
+            "only used with dcs = \"etcd\"",
+        )),
+        _ => {}
+    }
+}
+
+fn validate_service(s: &ServiceConfig, issues: &mut Vec<Issue>) {
+    if s.kind == ServiceKind::Postgres {
+        issues.push(Issue::new(
+            "service.kind",
+            "\"postgres\" is not available in this version; use \"command\"",
+        ));
+    }
+    if s.hook_timeout.get().is_zero() {
+        issues.push(Issue::new("service.hook_timeout", "must be more than 0"));
+    }
+    if let Some(h) = &s.health {
+        if let Err(e) = h.target() {
+            issues.push(Issue::new("service.health", e));
+        }
+        if let Err(e) = StatusSet::parse(&h.expect) {
+            issues.push(Issue::new("service.health.expect", e));
+        }
+        if h.rise == 0 || h.fall == 0 {
+            issues.push(Issue::new(
+                "service.health",
+                "rise and fall must be at least 1",
+            ));
+        }
+        if h.interval.get() < Duration::from_millis(10) || h.timeout.get().is_zero() {
+            issues.push(Issue::new(
+                "service.health.interval",
+                "interval must be at least 10ms and timeout more than 0",
+            ));
+        }
+    }
+}

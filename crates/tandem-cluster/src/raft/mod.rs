@@ -1,0 +1,299 @@
+//! The embedded Raft DCS: openraft (pinned 0.9) with its log in redb and peer traffic signed
+//! with the cluster secret. Every member is a voter; the cluster is formed from the configured
+//! peer list on first start.
+
+mod network;
+mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft, ServerState};
+use serde::de::DeserializeOwned;
+use tandem_core::{Shutdown, TaskHandle};
+
+use crate::dcs::{Dcs, DcsError};
+use crate::metrics::{ClusterMetrics, ReasonLabel};
+use crate::state::{ClusterState, Command, Outcome};
+use network::{PeerClient, AUTH_HEADER};
+use store::SmData;
+
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// Types of tandem's Raft group.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+);
+
+/// What it takes to start the Raft DCS on one node.
+pub struct RaftParts {
+    pub node: String,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub peers: BTreeMap<String, String>,
+    pub lease_ttl: Duration,
+    pub secret: String,
+    pub metrics: ClusterMetrics,
+    pub shutdown: Shutdown,
+}
+
+/// The embedded Raft store.
+pub struct RaftDcs {
+    raft: Raft<TypeConfig>,
+    sm: Arc<RwLock<SmData>>,
+    secret: Arc<str>,
+    me: NodeId,
+    election_max: Duration,
+    _server: TaskHandle,
+}
+
+/// Node ids follow the sorted peer names, so every member derives the same ones.
+pub fn node_ids(peers: &BTreeMap<String, String>) -> BTreeMap<String, NodeId> {
+    peers
+        .keys()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i as NodeId + 1))
+        .collect()
+}
+
+impl RaftDcs {
+    /// Open the store, start serving peers on `listen`, and form the cluster if it is new.
+    pub async fn start(parts: RaftParts) -> Result<Arc<RaftDcs>, String> {
+        let ids = node_ids(&parts.peers);
+        let me = *ids
+            .get(&parts.node)
+            .ok_or("this node is not among the peers")?;
+        let ttl_ms = parts.lease_ttl.as_millis() as u64;
+        // Leader election well inside the lease ttl: a new Raft leader is in place before the
+        // lease can expire.
+        let heartbeat = (ttl_ms / 20).max(20);
+        let config = openraft::Config {
+            cluster_name: "tandem".into(),
+            heartbeat_interval: heartbeat,
+            election_timeout_min: heartbeat * 5,
+            election_timeout_max: heartbeat * 10,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| format!("raft settings: {e}"))?;
+        let db = store::open(&parts.data_dir.join("raft"))?;
+        let log = store::LogStore::new(db.clone());
+        let sm = store::StateMachine::load(db)?;
+        let sm_data = sm.data.clone();
+        let secret: Arc<str> = Arc::from(parts.secret.as_str());
+        let network = network::Network {
+            secret: secret.clone(),
+        };
+        let raft = Raft::new(me, Arc::new(config), network, log, sm)
+            .await
+            .map_err(|e| format!("starting raft: {e}"))?;
+
+        let listener = tokio::net::TcpListener::bind(parts.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {} for peers: {e}", parts.listen))?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(component = "cluster", addr = %bound, "listening");
+        let app = router(ServerCtx {
+            raft: raft.clone(),
+            secret: secret.clone(),
+            metrics: parts.metrics.clone(),
+        });
+        let stop = parts.shutdown.clone();
+        let server = TaskHandle::spawn(async move {
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.wait().await })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "peer server stopped");
+            }
+        });
+
+        if !raft.is_initialized().await.map_err(|e| e.to_string())? {
+            let members: BTreeMap<NodeId, BasicNode> = parts
+                .peers
+                .iter()
+                .filter_map(|(n, a)| Some((*ids.get(n)?, BasicNode::new(a))))
+                .collect();
+            // Every member may do this with the same membership; it is a no-op once formed.
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!(error = %e, "raft already initialized");
+            }
+        }
+        Ok(Arc::new(RaftDcs {
+            raft,
+            sm: sm_data,
+            secret,
+            me,
+            election_max: Duration::from_millis(heartbeat * 10),
+            _server: server,
+        }))
+    }
+
+    /// Stop the Raft core (the peer server stops with the shutdown signal).
+    pub async fn stop(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+
+    /// Current Raft term and leader, for status displays.
+    pub fn raft_leader(&self) -> (u64, Option<NodeId>) {
+        let m = self.raft.metrics().borrow().clone();
+        (m.current_term, m.current_leader)
+    }
+
+    pub fn members(&self) -> BTreeSet<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+}
+
+impl Dcs for RaftDcs {
+    async fn read(&self) -> Result<ClusterState, DcsError> {
+        self.sm
+            .read()
+            .map(|d| d.state.clone())
+            .map_err(|_| DcsError::Other("state machine lock poisoned".into()))
+    }
+
+    async fn write(&self, cmd: Command) -> Result<Outcome, DcsError> {
+        match self.raft.client_write(cmd.clone()).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let Some(node) = f.leader_node else {
+                    return Err(DcsError::NoQuorum("no raft leader known".into()));
+                };
+                let client = PeerClient::new(node.addr.clone(), self.secret.clone());
+                let r: Result<Result<Outcome, String>, _> =
+                    client.call("/raft/write", &cmd, self.election_max).await;
+                match r {
+                    Ok(Ok(o)) => Ok(o),
+                    Ok(Err(e)) => Err(DcsError::NoQuorum(e)),
+                    Err(e) => Err(DcsError::NoQuorum(e.to_string())),
+                }
+            }
+            Err(e) => Err(DcsError::Other(e.to_string())),
+        }
+    }
+
+    fn has_quorum(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        match m.state {
+            ServerState::Leader => m
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms < self.election_max.as_millis() as u64),
+            _ => m.current_leader.is_some_and(|l| l != self.me),
+        }
+    }
+}
+
+// ===== peer server =====
+
+#[derive(Clone)]
+struct ServerCtx {
+    raft: Raft<TypeConfig>,
+    secret: Arc<str>,
+    metrics: ClusterMetrics,
+}
+
+fn router(ctx: ServerCtx) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/raft/write", post(forwarded_write))
+        .with_state(ctx)
+}
+
+/// Verify and decode a peer message; refusals are counted by reason.
+fn accept<T: DeserializeOwned>(
+    ctx: &ServerCtx,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, Box<Response>> {
+    let auth = headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok());
+    if let Err(why) = network::verify(&ctx.secret, auth, path, body) {
+        ctx.metrics
+            .peer_rejected
+            .get_or_create(&ReasonLabel {
+                reason: why.replace(' ', "_"),
+            })
+            .inc();
+        tracing::warn!(path, reason = why, "peer message refused");
+        return Err(Box::new((StatusCode::UNAUTHORIZED, why).into_response()));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ctx.metrics
+            .peer_rejected
+            .get_or_create(&ReasonLabel {
+                reason: "malformed".into(),
+            })
+            .inc();
+        Box::new((StatusCode::BAD_REQUEST, format!("malformed message: {e}")).into_response())
+    })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(b) => ([(axum::http::header::CONTENT_TYPE, "application/json")], b).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn append(State(ctx): State<ServerCtx>, headers: HeaderMap, body: Bytes) -> Response {
+    match accept(&ctx, "/raft/append", &headers, &body) {
+        Ok(req) => json(&ctx.raft.append_entries(req).await),
+        Err(r) => *r,
+    }
+}
+
+async fn vote(State(ctx): State<ServerCtx>, headers: HeaderMap, body: Bytes) -> Response {
+    match accept(&ctx, "/raft/vote", &headers, &body) {
+        Ok(req) => json(&ctx.raft.vote(req).await),
+        Err(r) => *r,
+    }
+}
+
+async fn snapshot(State(ctx): State<ServerCtx>, headers: HeaderMap, body: Bytes) -> Response {
+    match accept(&ctx, "/raft/snapshot", &headers, &body) {
+        Ok(req) => json(&ctx.raft.install_snapshot(req).await),
+        Err(r) => *r,
+    }
+}
+
+async fn forwarded_write(
+    State(ctx): State<ServerCtx>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let cmd: Command = match accept(&ctx, "/raft/write", &headers, &body) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let r: Result<Outcome, String> = ctx
+        .raft
+        .client_write(cmd)
+        .await
+        .map(|r| r.data)
+        .map_err(|e| e.to_string());
+    json(&r)
+}
