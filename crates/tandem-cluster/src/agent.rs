@@ -80,7 +80,7 @@ pub struct AgentHandle {
     dcs: Arc<dyn DynDcs>,
     me: String,
     ttl: Duration,
-    _task: Arc<TaskHandle>,
+    task: Arc<Mutex<Option<TaskHandle>>>,
 }
 
 /// Errors of operator requests.
@@ -163,6 +163,15 @@ impl AgentHandle {
         Err(RequestError::Timeout(format!(
             "{target} did not take the lease in time; switchover cancelled"
         )))
+    }
+
+    /// Wait for the agent to finish after its shutdown signal (a primary demotes and releases
+    /// its lease first).
+    pub async fn stopped(&self) {
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = task {
+            t.join().await;
+        }
     }
 
     /// Stop (or restart) automatic failover cluster-wide.
@@ -248,7 +257,7 @@ impl<D: Dcs> Agent<D> {
             dcs: handle_dcs,
             me,
             ttl,
-            _task: Arc::new(task),
+            task: Arc::new(Mutex::new(Some(task))),
         }
     }
 
@@ -269,12 +278,18 @@ impl<D: Dcs> Agent<D> {
             .and_then(|s| s.health.clone())
             .map(|h| TaskHandle::spawn(check_service(h, self.tx.clone())));
         let _ = self.hooks.send((Hook::Start, None));
+        // Reads and ticks follow a fixed schedule, whatever else arrives meanwhile.
+        let tick = (self.parts.cluster.lease_ttl.get() / 10).max(Duration::from_millis(10));
+        let mut next_tick = clock::now();
         loop {
             let now = clock::now();
-            let deadline = self.engine.next_deadline(now);
+            let deadline = self.engine.next_deadline(now).min(next_tick);
             let event = tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.start_read();
+                    if clock::now() >= next_tick {
+                        next_tick = clock::now() + tick;
+                        self.start_read();
+                    }
                     Event::Tick
                 }
                 msg = rx.recv() => match msg {

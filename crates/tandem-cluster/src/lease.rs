@@ -106,6 +106,8 @@ pub struct LeaseEngine {
     last_renew_sent: Option<Instant>,
     /// Heartbeat counters of members and when each last changed.
     seen: BTreeMap<String, (u64, Instant)>,
+    /// A compare-and-set lost: our view is stale, wait for a fresh read before trying again.
+    stale_view: bool,
 }
 
 impl LeaseEngine {
@@ -119,6 +121,7 @@ impl LeaseEngine {
             pending: None,
             last_renew_sent: None,
             seen: BTreeMap::new(),
+            stale_view: false,
         }
     }
 
@@ -180,9 +183,11 @@ impl LeaseEngine {
                     reason: "lease acquired".into(),
                 });
             }
-            Event::AcquireFailed(_) | Event::RenewFailed(_) | Event::ReleaseDone => {
-                self.pending = None
+            Event::AcquireFailed(_) => {
+                self.pending = None;
+                self.stale_view = true;
             }
+            Event::RenewFailed(_) | Event::ReleaseDone => self.pending = None,
             Event::Renewed { sent_at } => {
                 self.pending = None;
                 if let Role::Primary { token, valid_until } = self.role {
@@ -204,6 +209,7 @@ impl LeaseEngine {
     }
 
     fn observe(&mut self, now: Instant, state: ClusterState) {
+        self.stale_view = false;
         if self.observed.is_none_or(|o| o.version != state.version) {
             self.observed = Some(Observed {
                 version: state.version,
@@ -288,7 +294,7 @@ impl LeaseEngine {
         let (Some(view), Some(obs)) = (self.view.as_ref(), self.observed) else {
             return;
         };
-        if self.pending.is_some() {
+        if self.pending.is_some() || self.stale_view {
             return;
         }
         // A lease in our name that we do not act on (left from before a restart): give it up

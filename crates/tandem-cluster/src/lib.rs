@@ -7,6 +7,8 @@
 pub mod agent;
 pub mod config;
 pub mod dcs;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod hooks;
 pub mod lease;
 pub mod metrics;

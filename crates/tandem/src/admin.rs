@@ -12,6 +12,8 @@ use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
+use tandem_cluster::agent::RequestError;
+use tandem_cluster::AgentHandle;
 use tandem_core::{EventBus, Shutdown};
 use tandem_proxy::{AdminState, Proxy, ProxyError};
 
@@ -21,6 +23,7 @@ use crate::daemon::Reloader;
 #[derive(Clone)]
 pub struct AdminCtx {
     pub proxy: Arc<Proxy>,
+    pub cluster: Option<AgentHandle>,
     pub registry: Arc<Registry>,
     pub events: EventBus,
     pub reloader: Arc<Reloader>,
@@ -37,6 +40,12 @@ pub fn router(ctx: AdminCtx) -> Router {
         .route("/events", get(events))
         .route("/reload", post(reload))
         .route("/servers/{backend}/{server}/state", post(set_state))
+        .route("/primary", get(primary).options(primary).head(primary))
+        .route("/replica", get(replica).options(replica).head(replica))
+        .route("/cluster", get(cluster))
+        .route("/switchover", post(switchover))
+        .route("/pause", post(pause))
+        .route("/resume", post(resume))
         .fallback(not_found)
         .with_state(ctx)
 }
@@ -91,6 +100,7 @@ async fn status(State(ctx): State<AdminCtx>) -> Response {
         "uptime_seconds": ctx.started.elapsed().as_secs(),
         "config": ctx.reloader.path().display().to_string(),
         "proxy": ctx.proxy.status(),
+        "cluster": ctx.cluster.as_ref().and_then(|c| c.status()),
     }))
     .into_response()
 }
@@ -195,4 +205,123 @@ async fn set_state(
         Err(e @ ProxyError::NotFound { .. }) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
+}
+
+// ===== cluster endpoints =====
+
+fn no_cluster() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this node has no [cluster] section",
+    )
+}
+
+/// 200 only on the holder of a valid lease whose service is healthy (for load balancers).
+async fn primary(State(ctx): State<AdminCtx>) -> Response {
+    let Some(c) = &ctx.cluster else {
+        return no_cluster();
+    };
+    match c.primary() {
+        Some(token) => Json(json!({ "role": "primary", "fencing_token": token })).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "role": "replica" })),
+        )
+            .into_response(),
+    }
+}
+
+/// 200 on a healthy member that is not the primary.
+async fn replica(State(ctx): State<AdminCtx>) -> Response {
+    let Some(c) = &ctx.cluster else {
+        return no_cluster();
+    };
+    let healthy = c.status().is_some_and(|s| s.healthy);
+    match c.primary() {
+        None if healthy => Json(json!({ "role": "replica" })).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "role": "replica", "healthy": false })),
+        )
+            .into_response(),
+        Some(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "role": "primary" })),
+        )
+            .into_response(),
+    }
+}
+
+async fn cluster(State(ctx): State<AdminCtx>) -> Response {
+    let Some(c) = &ctx.cluster else {
+        return no_cluster();
+    };
+    match c.status() {
+        Some(st) => Json(st).into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster record has not been read yet",
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchoverBody {
+    to: String,
+}
+
+fn request_error(e: RequestError) -> Response {
+    match e {
+        RequestError::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
+        RequestError::Dcs(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        RequestError::Timeout(m) => error(StatusCode::GATEWAY_TIMEOUT, m),
+    }
+}
+
+async fn switchover(
+    State(ctx): State<AdminCtx>,
+    headers: HeaderMap,
+    body: Result<Json<SwitchoverBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(denied) = authorize(&ctx, &headers) {
+        return denied.into_response();
+    }
+    let Some(c) = &ctx.cluster else {
+        return no_cluster();
+    };
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{}; expected {{\"to\": \"NODE\"}}", e.body_text()),
+            )
+        }
+    };
+    match c.switchover(&body.to).await {
+        Ok(st) => Json(st).into_response(),
+        Err(e) => request_error(e),
+    }
+}
+
+async fn set_paused(ctx: AdminCtx, headers: HeaderMap, paused: bool) -> Response {
+    if let Err(denied) = authorize(&ctx, &headers) {
+        return denied.into_response();
+    }
+    let Some(c) = &ctx.cluster else {
+        return no_cluster();
+    };
+    match c.set_paused(paused).await {
+        Ok(()) => Json(json!({ "paused": paused })).into_response(),
+        Err(e) => request_error(e),
+    }
+}
+
+async fn pause(State(ctx): State<AdminCtx>, headers: HeaderMap) -> Response {
+    set_paused(ctx, headers, true).await
+}
+
+async fn resume(State(ctx): State<AdminCtx>, headers: HeaderMap) -> Response {
+    set_paused(ctx, headers, false).await
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use tandem_cluster::{ClusterConfig, NodeConfig, ServiceConfig};
 use tandem_core::validate::{segments, Issue, Segment};
 use tandem_core::HumanDuration;
 use tandem_proxy::{BackendConfig, FrontendConfig};
@@ -21,6 +22,9 @@ pub struct Config {
     pub frontend: Vec<FrontendConfig>,
     #[serde(default)]
     pub backend: Vec<BackendConfig>,
+    pub node: Option<NodeConfig>,
+    pub cluster: Option<ClusterConfig>,
+    pub service: Option<ServiceConfig>,
 }
 
 /// `[admin]`: the HTTP API for status, metrics and control.
@@ -113,7 +117,15 @@ impl Config {
             file: path.to_path_buf(),
             problems,
         };
-        let config: Config = toml::from_str(text).map_err(|e| err(vec![parse_error(text, &e)]))?;
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| err(vec![parse_error(text, &e)]))?;
+        // Relative file names are relative to the config file.
+        if let Some(n) = &mut config.node {
+            n.data_dir = relative_to(path, &n.data_dir);
+        }
+        if let Some(c) = &mut config.cluster {
+            c.secret_file = relative_to(path, &c.secret_file);
+        }
         let issues = config.validate(path);
         if issues.is_empty() {
             Ok(config)

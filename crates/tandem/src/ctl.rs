@@ -12,8 +12,23 @@ use crate::config::{read_token, Config};
 
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
-    /// Show the node's status (frontends, backends, servers).
-    Status,
+    /// Show the node's status as tables (cluster members, backends, servers).
+    Status {
+        /// Print the raw JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the cluster as this node sees it (JSON).
+    Cluster,
+    /// Planned switchover: the primary demotes, then TARGET promotes.
+    Switchover {
+        #[arg(long)]
+        to: String,
+    },
+    /// Stop automatic failover cluster-wide (maintenance).
+    Pause,
+    /// Resume automatic failover.
+    Resume,
     /// Check that the node answers.
     Health,
     /// Show recent events.
@@ -71,7 +86,15 @@ impl Endpoint {
 
 pub async fn run(ep: Endpoint, cmd: CtlCommand) -> anyhow::Result<()> {
     let (method, path, body) = match &cmd {
-        CtlCommand::Status => ("GET", "/status".to_string(), None),
+        CtlCommand::Status { .. } => ("GET", "/status".to_string(), None),
+        CtlCommand::Cluster => ("GET", "/cluster".to_string(), None),
+        CtlCommand::Switchover { to } => (
+            "POST",
+            "/switchover".to_string(),
+            Some(serde_json::json!({ "to": to }).to_string()),
+        ),
+        CtlCommand::Pause => ("POST", "/pause".to_string(), Some(String::new())),
+        CtlCommand::Resume => ("POST", "/resume".to_string(), Some(String::new())),
         CtlCommand::Health => ("GET", "/health".to_string(), None),
         CtlCommand::Events { since } => ("GET", format!("/events?since={since}"), None),
         CtlCommand::Reload => ("POST", "/reload".to_string(), Some(String::new())),
@@ -87,6 +110,12 @@ pub async fn run(ep: Endpoint, cmd: CtlCommand) -> anyhow::Result<()> {
         }
     };
     let (status, text) = request(&ep, method, &path, body).await?;
+    if status.is_success() && matches!(cmd, CtlCommand::Status { json: false }) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            print!("{}", status_tables(&v));
+            return Ok(());
+        }
+    }
     let pretty = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
         .and_then(|v| serde_json::to_string_pretty(&v).ok())
@@ -126,4 +155,85 @@ pub async fn request(
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// `tandem ctl status` as tables.
+fn status_tables(v: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let s = |x: &serde_json::Value| match x {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    let yes = |x: &serde_json::Value| {
+        if x.as_bool().unwrap_or(false) {
+            "yes"
+        } else {
+            "no"
+        }
+    };
+    let c = &v["cluster"];
+    if c.is_object() {
+        let _ = writeln!(
+            out,
+            "cluster {}  node {}  primary {}  fencing token {}  quorum {}  paused {}",
+            s(&c["cluster"]),
+            s(&c["node"]),
+            s(&c["lease_holder"]),
+            s(&c["fencing_token"]),
+            yes(&c["has_quorum"]),
+            yes(&c["paused"])
+        );
+        let _ = writeln!(
+            out,
+            "{:<12} {:<8} {:<8} {:<6} {:>10} {:>9}  API",
+            "MEMBER", "ROLE", "HEALTHY", "ALIVE", "LAST SEEN", "PRIORITY"
+        );
+        for m in c["members"].as_array().into_iter().flatten() {
+            let seen = m["last_seen_ms"]
+                .as_u64()
+                .map(|ms| format!("{ms}ms"))
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "{:<12} {:<8} {:<8} {:<6} {:>10} {:>9}  {}",
+                s(&m["name"]),
+                s(&m["role"]),
+                yes(&m["healthy"]),
+                yes(&m["alive"]),
+                seen,
+                s(&m["priority"]),
+                s(&m["api"])
+            );
+        }
+        out.push('\n');
+    }
+    for b in v["proxy"]["backends"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "backend {} ({}, {} available)",
+            s(&b["name"]),
+            s(&b["balance"]),
+            s(&b["available"])
+        );
+        let _ = writeln!(
+            out,
+            "{:<12} {:<22} {:<6} {:<6} {:>8} {:>9}",
+            "SERVER", "ADDRESS", "STATE", "ADMIN", "INFLIGHT", "LATENCY"
+        );
+        for sv in b["servers"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "{:<12} {:<22} {:<6} {:<6} {:>8} {:>7.1}ms",
+                s(&sv["name"]),
+                s(&sv["address"]),
+                s(&sv["state"]),
+                s(&sv["admin"]),
+                s(&sv["inflight"]),
+                sv["latency_ewma_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    out
 }

@@ -12,6 +12,7 @@ use tandem_proxy::{Proxy, ProxyMetrics};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::{self, AdminCtx};
+use crate::cluster::ClusterRuntime;
 use crate::config::Config;
 
 /// Re-reads the config file and applies what can change without a restart.
@@ -123,17 +124,28 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
         events: events.clone(),
         serial: tokio::sync::Mutex::new(()),
     });
-    let stop = Shutdown::new();
-    let admin_task = match &config.admin {
+    let admin_listener = match &config.admin {
         Some(a) => {
             let addr: SocketAddr = a.listen.parse().context("admin.listen")?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} for the admin API"))?;
-            let bound = listener.local_addr()?;
-            tracing::info!(component = "admin", addr = %bound, "listening");
+            Some((addr, listener))
+        }
+        None => None,
+    };
+    let api_addr = match &admin_listener {
+        Some((_, l)) => Some(l.local_addr()?),
+        None => None,
+    };
+    let cluster = ClusterRuntime::start(&config, api_addr, &events, &mut registry).await?;
+    let stop = Shutdown::new();
+    let admin_task = match admin_listener {
+        Some((addr, listener)) => {
+            tracing::info!(component = "admin", addr = %listener.local_addr()?, "listening");
             let ctx = AdminCtx {
                 proxy: proxy.clone(),
+                cluster: cluster.as_ref().map(|c| c.handle.clone()),
                 registry: Arc::new(registry),
                 events: events.clone(),
                 reloader: reloader.clone(),
@@ -161,6 +173,10 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
         }
     }
     let deadline = config.runtime.drain_timeout.get();
+    // The lease goes first, so another node can take over while this one drains.
+    if let Some(c) = cluster {
+        c.stop().await;
+    }
     proxy.shutdown(deadline).await;
     stop.trigger();
     if let Some(t) = admin_task {

@@ -1,6 +1,7 @@
 //! The `tandem` binary: command line, config loading, daemon wiring, admin API.
 
 mod admin;
+mod cluster;
 mod config;
 mod ctl;
 mod daemon;

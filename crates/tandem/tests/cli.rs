@@ -101,7 +101,7 @@ fn ctl_drives_a_node_and_needs_the_token() {
         all.extend_from_slice(args);
         tandem(&all)
     };
-    let out = ctl(&["status"]);
+    let out = ctl(&["status", "--json"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"state\": \"up\""));
     assert!(ctl(&["server", "app/a", "maint"]).status.success());

@@ -314,3 +314,23 @@ fn a_switchover_to_a_dead_member_is_ignored() {
         }]
     );
 }
+
+#[test]
+fn a_lost_compare_and_set_waits_for_a_fresh_read() {
+    let t0 = Instant::now();
+    let mut e = engine("n2", 100);
+    assert_eq!(
+        e.handle(t0, Event::Observed(ClusterState::default())),
+        vec![Action::Acquire {
+            expected_version: 0
+        }]
+    );
+    // Someone else won; until the next read, no new attempt (no busy loop of failing writes).
+    assert!(e
+        .handle(t0 + ms(1), Event::AcquireFailed("lost".into()))
+        .is_empty());
+    assert!(e.handle(t0 + ms(2), Event::Tick).is_empty());
+    assert!(e
+        .handle(t0 + ms(3), Event::Observed(held("n1", 1, 1)))
+        .is_empty());
+}

@@ -1,0 +1,131 @@
+//! Wiring of the cluster agent: the chosen DCS backend, the agent, and their shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tandem_cluster::agent::{Agent, AgentParts};
+use tandem_cluster::config::{read_secret, DcsKind};
+use tandem_cluster::metrics::ClusterMetrics;
+use tandem_cluster::raft::{RaftDcs, RaftParts};
+use tandem_cluster::AgentHandle;
+use tandem_core::{EventBus, Shutdown};
+
+use crate::config::Config;
+
+/// A running cluster member.
+pub struct ClusterRuntime {
+    pub handle: AgentHandle,
+    shutdown: Shutdown,
+    raft: Option<Arc<RaftDcs>>,
+}
+
+impl ClusterRuntime {
+    /// Start the DCS and the agent for `config` (which has `[node]` and `[cluster]`).
+    pub async fn start(
+        config: &Config,
+        api: Option<SocketAddr>,
+        events: &EventBus,
+        registry: &mut Registry,
+    ) -> anyhow::Result<Option<ClusterRuntime>> {
+        let (Some(node), Some(cluster)) = (&config.node, &config.cluster) else {
+            return Ok(None);
+        };
+        if cluster.peers.len() % 2 == 0 {
+            tracing::warn!(
+                members = cluster.peers.len(),
+                "an even number of members tolerates no more failures than one member less"
+            );
+        }
+        let metrics = ClusterMetrics::register(registry);
+        let shutdown = Shutdown::new();
+        let secret = read_secret(&cluster.secret_file).map_err(anyhow::Error::msg)?;
+        let listen: SocketAddr = cluster.listen.parse().context("cluster.listen")?;
+        match cluster.dcs {
+            DcsKind::Raft => {
+                let dcs = RaftDcs::start(RaftParts {
+                    node: node.name.clone(),
+                    data_dir: node.data_dir.clone(),
+                    listen,
+                    peers: cluster.peers.clone(),
+                    lease_ttl: cluster.lease_ttl.get(),
+                    secret,
+                    metrics: metrics.clone(),
+                    shutdown: shutdown.clone(),
+                })
+                .await
+                .map_err(anyhow::Error::msg)?;
+                let handle = Agent::start(AgentParts {
+                    node: node.clone(),
+                    cluster: cluster.clone(),
+                    service: config.service.clone(),
+                    dcs: dcs.clone(),
+                    api,
+                    events: events.clone(),
+                    metrics,
+                    shutdown: shutdown.clone(),
+                });
+                Ok(Some(ClusterRuntime {
+                    handle,
+                    shutdown,
+                    raft: Some(dcs),
+                }))
+            }
+            DcsKind::Etcd => start_etcd(config, api, events, metrics, shutdown).await,
+        }
+    }
+
+    /// Demote and release the lease if held, run the stop hook, then stop the store.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        self.handle.stopped().await;
+        if let Some(r) = self.raft {
+            r.stop().await;
+        }
+    }
+}
+
+#[cfg(feature = "etcd")]
+async fn start_etcd(
+    config: &Config,
+    api: Option<SocketAddr>,
+    events: &EventBus,
+    metrics: ClusterMetrics,
+    shutdown: Shutdown,
+) -> anyhow::Result<Option<ClusterRuntime>> {
+    let (Some(node), Some(cluster)) = (&config.node, &config.cluster) else {
+        return Ok(None);
+    };
+    let timeout = cluster.lease_ttl.get() / 2;
+    let dcs =
+        tandem_cluster::etcd::EtcdDcs::connect(&cluster.etcd_endpoints, &cluster.name, timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!("etcd: {e}"))?;
+    let handle = Agent::start(AgentParts {
+        node: node.clone(),
+        cluster: cluster.clone(),
+        service: config.service.clone(),
+        dcs: Arc::new(dcs),
+        api,
+        events: events.clone(),
+        metrics,
+        shutdown: shutdown.clone(),
+    });
+    Ok(Some(ClusterRuntime {
+        handle,
+        shutdown,
+        raft: None,
+    }))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn start_etcd(
+    _config: &Config,
+    _api: Option<SocketAddr>,
+    _events: &EventBus,
+    _metrics: ClusterMetrics,
+    _shutdown: Shutdown,
+) -> anyhow::Result<Option<ClusterRuntime>> {
+    anyhow::bail!("this build has no etcd backend (build with --features etcd)")
+}
