@@ -100,13 +100,12 @@ impl EtcdDcs {
         let options = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout);
-        let client = match tokio::time::timeout(timeout, Client::connect(endpoints, Some(options)))
-            .await
-        {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(classify(e)),
-            Err(_) => return Err(DcsError::Timeout),
-        };
+        let client =
+            match tokio::time::timeout(timeout, Client::connect(endpoints, Some(options))).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err(classify(e)),
+                Err(_) => return Err(DcsError::Timeout),
+            };
         Ok(EtcdDcs {
             kv: client.kv_client(),
             prefix: format!("/tandem/{cluster}/"),
@@ -173,7 +172,11 @@ impl EtcdDcs {
 
     /// Apply `cmd` to a fresh read and write what changed. `None`: another writer changed one
     /// of those keys in between.
-    async fn try_write(&self, cmd: &Command, deadline: Instant) -> Result<Option<Outcome>, DcsError> {
+    async fn try_write(
+        &self,
+        cmd: &Command,
+        deadline: Instant,
+    ) -> Result<Option<Outcome>, DcsError> {
         let snap = self.snapshot(deadline).await?;
         let mut next = snap.state.clone();
         let outcome = next.apply(cmd);
@@ -280,8 +283,8 @@ mod tests {
             node: "n1".into(),
             info: Default::default(),
         });
-        let json = String::from_utf8(encode(&RecordDoc::of(&s)).unwrap_or_default())
-            .unwrap_or_default();
+        let json =
+            String::from_utf8(encode(&RecordDoc::of(&s)).unwrap_or_default()).unwrap_or_default();
         assert_eq!(
             json,
             r#"{"lease":{"holder":"n1","token":1},"version":1,"last_token":1,"paused":false,"switchover":null}"#

@@ -161,3 +161,14 @@ pub fn request(
 pub fn get(addr: SocketAddr, path: &str) -> io::Result<Response> {
     request(addr, "GET", path, &[], b"")
 }
+
+/// One request on a fresh connection, with a timeout for connecting and each read and write.
+pub fn request_timeout(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> io::Result<Response> {
+    let mut c = Conn::open(addr, timeout)?;
+    c.request(method, path, &[("Connection", "close")], b"")
+}

@@ -6,6 +6,7 @@
 //! so tests run in parallel.
 
 pub mod http;
+pub mod invariants;
 pub mod load;
 pub mod nginx;
 pub mod proc;

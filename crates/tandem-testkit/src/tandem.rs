@@ -52,6 +52,18 @@ impl Node {
         node
     }
 
+    /// SIGKILL the process and start it again on the same config and data, waiting for the
+    /// admin API (its address may change when the config says port 0).
+    pub fn restart(&mut self, bin: &Path) {
+        self.proc.kill();
+        let mut cmd = Command::new(bin);
+        cmd.args(["--log-format", "json", "run", "--config"])
+            .arg(&self.config);
+        self.proc = Proc::spawn("tandem", cmd);
+        let admin = self.wait_listening("admin");
+        self.addrs.insert("admin".into(), admin);
+    }
+
     fn wait_listening(&self, name: &str) -> SocketAddr {
         self.proc
             .wait_line(Duration::from_secs(20), |l| {

@@ -1,0 +1,413 @@
+//! The cluster agent end to end: three `tandem run` processes on loopback with the embedded
+//! Raft store, and a watch that fails the test if two nodes are ever primary at once.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use tandem_testkit::http;
+use tandem_testkit::invariants::{PrimaryWatch, WatchReport};
+
+const TTL_MS: u64 = 1000;
+const T: Duration = Duration::from_secs(20);
+
+struct TestCluster {
+    nodes: Vec<Node>,
+    _shared: tempfile::TempDir,
+}
+
+/// `extra(i)` is appended to node i's config (e.g. a [service] section).
+fn cluster(n: usize, extra: impl Fn(usize) -> String) -> TestCluster {
+    let shared = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let secret = shared.path().join("secret");
+    std::fs::write(&secret, "cluster-secret-for-tests-0123").unwrap_or_else(|e| panic!("{e}"));
+    let ports: Vec<u16> = (0..n).map(|_| tandem_testkit::free_port()).collect();
+    let peers = (0..n)
+        .map(|i| format!("n{} = \"127.0.0.1:{}\"", i + 1, ports[i]))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let nodes = (0..n)
+        .map(|i| {
+            let cfg = format!(
+                r#"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{{dir}}/token"
+
+[node]
+name = "n{}"
+data_dir = "{{dir}}/data"
+
+[cluster]
+name = "test"
+listen = "127.0.0.1:{}"
+peers = {{ {peers} }}
+lease_ttl = "{TTL_MS}ms"
+secret_file = "{}"
+{}
+"#,
+                i + 1,
+                ports[i],
+                secret.display(),
+                extra(i)
+            );
+            Node::start(bin(), &cfg, &[], Some(TOKEN))
+        })
+        .collect();
+    TestCluster {
+        nodes,
+        _shared: shared,
+    }
+}
+
+impl TestCluster {
+    fn is_primary(&self, i: usize) -> bool {
+        http::request_timeout(
+            self.nodes[i].admin(),
+            "GET",
+            "/primary",
+            Duration::from_millis(500),
+        )
+        .is_ok_and(|r| r.status == 200)
+    }
+
+    /// Wait until exactly one node among `among` is primary.
+    fn wait_primary(&self, among: &[usize]) -> usize {
+        let mut found = None;
+        let ok = wait_until(T, || {
+            let p: Vec<usize> = among
+                .iter()
+                .copied()
+                .filter(|&i| self.is_primary(i))
+                .collect();
+            found = p.first().copied();
+            p.len() == 1
+        });
+        assert!(ok, "no single primary among {among:?}");
+        found.unwrap_or_else(|| unreachable!())
+    }
+
+    /// Wait until every node sees every member alive and the same lease holder.
+    fn wait_formed(&self) {
+        let n = self.nodes.len();
+        let ok = wait_until(T, || {
+            let views: Vec<serde_json::Value> = self
+                .nodes
+                .iter()
+                .map(|node| node.get_json("/cluster"))
+                .collect();
+            views.iter().all(|v| {
+                v["lease_holder"].is_string()
+                    && v["lease_holder"] == views[0]["lease_holder"]
+                    && v["members"]
+                        .as_array()
+                        .is_some_and(|m| m.len() == n && m.iter().all(|m| m["alive"] == true))
+            })
+        });
+        assert!(
+            ok,
+            "the cluster did not form: {:?}",
+            self.nodes
+                .iter()
+                .map(|n| n.get_json("/cluster"))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    fn watch(&self) -> PrimaryWatch {
+        let targets: Vec<(String, SocketAddr)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("n{}", i + 1), n.admin()))
+            .collect();
+        let w = PrimaryWatch::start(&targets, Duration::from_millis(10));
+        w.settle();
+        w
+    }
+
+    fn others(&self, i: usize) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&j| j != i).collect()
+    }
+}
+
+fn assert_safe(report: &WatchReport) {
+    assert!(report.samples > 10, "the watch barely sampled: {report:?}");
+    assert!(
+        report.violations.is_empty(),
+        "two primaries: {:?}",
+        report.violations
+    );
+    assert!(
+        report.tokens_increase(),
+        "fencing tokens went back: {:?}",
+        report.primaries
+    );
+}
+
+#[test]
+fn one_primary_then_failover_after_sigkill_and_rejoin() {
+    let mut c = cluster(3, |_| String::new());
+    let p = c.wait_primary(&[0, 1, 2]);
+    c.wait_formed();
+    let watch = c.watch();
+    let st = c.nodes[p].get_json("/cluster");
+    assert_eq!(st["members"].as_array().map(|m| m.len()), Some(3), "{st}");
+    assert!(st["fencing_token"].as_u64().unwrap_or(0) >= 1);
+
+    c.nodes[p].proc.kill();
+    let q = c.wait_primary(&c.others(p));
+    // The killed node comes back with its data and rejoins as a replica.
+    c.nodes[p].restart(bin());
+    watch.retarget(&format!("n{}", p + 1), c.nodes[p].admin());
+    let name = format!("n{}", p + 1);
+    assert!(wait_until(T, || {
+        let st = c.nodes[q].get_json("/cluster");
+        st["members"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|m| m["name"] == name.as_str() && m["alive"] == true)
+        })
+    }));
+    assert!(!c.is_primary(p));
+    let report = watch.stop();
+    assert_safe(&report);
+    assert!(report.primaries.len() >= 2, "{:?}", report.primaries);
+    let m = c.nodes[q].metrics();
+    assert!(m.contains("tandem_cluster_is_primary 1"), "{m}");
+}
+
+#[test]
+fn a_hung_primary_finds_its_lease_expired_when_it_resumes() {
+    let c = cluster(3, |_| String::new());
+    let p = c.wait_primary(&[0, 1, 2]);
+    let watch = c.watch();
+    c.nodes[p].proc.stop();
+    let q = c.wait_primary(&c.others(p));
+    c.nodes[p].proc.cont();
+    // Its very first answer after waking up is 503.
+    let r = http::request_timeout(
+        c.nodes[p].admin(),
+        "GET",
+        "/primary",
+        Duration::from_secs(5),
+    );
+    assert_eq!(r.map(|r| r.status).unwrap_or(0), 503);
+    assert!(c.is_primary(q));
+    assert!(wait_until(T, || c.nodes[p]
+        .proc
+        .output()
+        .iter()
+        .any(|l| l.contains("\"demoted\""))));
+    assert_safe(&watch.stop());
+}
+
+#[test]
+fn without_quorum_nobody_is_primary() {
+    let mut c = cluster(3, |_| String::new());
+    let p = c.wait_primary(&[0, 1, 2]);
+    let watch = c.watch();
+    let others = c.others(p);
+    for &i in &others {
+        c.nodes[i].proc.kill();
+    }
+    // The lone primary demotes once its lease runs out, and stays a replica.
+    assert!(wait_until(T, || !c.is_primary(p)));
+    for _ in 0..30 {
+        assert!(!c.is_primary(p), "a node without quorum acted as primary");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.nodes[p].get_json("/cluster")["has_quorum"], false);
+    // Quorum back: a primary again.
+    c.nodes[others[0]].restart(bin());
+    watch.retarget(&format!("n{}", others[0] + 1), c.nodes[others[0]].admin());
+    c.wait_primary(&[p, others[0]]);
+    assert_safe(&watch.stop());
+}
+
+#[test]
+fn switchover_pause_and_resume() {
+    let mut c = cluster(3, |_| String::new());
+    let p = c.wait_primary(&[0, 1, 2]);
+    c.wait_formed();
+    let watch = c.watch();
+    let target = c.others(p)[0];
+    let name = format!("n{}", target + 1);
+    let admin = c.nodes[p].admin().to_string();
+    let token = c.nodes[p].dir.path().join("token").display().to_string();
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["ctl", "--admin", &admin, "--token-file", &token];
+        all.extend_from_slice(args);
+        std::process::Command::new(bin())
+            .args(&all)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let out = ctl(&["switchover", "--to", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(c.is_primary(target));
+    assert!(!c.is_primary(p));
+    // Bad switchovers change nothing.
+    assert!(!ctl(&["switchover", "--to", "nobody"]).status.success());
+    assert!(
+        !ctl(&["switchover", "--to", &name]).status.success(),
+        "already primary"
+    );
+    let r = http::request(
+        c.nodes[p].admin(),
+        "POST",
+        "/switchover",
+        &[],
+        br#"{"to":"n1"}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 401);
+
+    // Paused: the primary dies and nobody takes over.
+    assert!(ctl(&["pause"]).status.success());
+    assert!(wait_until(T, || c.nodes[p].get_json("/cluster")["paused"] == true));
+    c.nodes[target].proc.kill();
+    let rest = c.others(target);
+    std::thread::sleep(Duration::from_millis(TTL_MS * 3));
+    assert!(
+        rest.iter().all(|&i| !c.is_primary(i)),
+        "failover happened while paused"
+    );
+    assert!(ctl(&["resume"]).status.success());
+    c.wait_primary(&rest);
+    c.nodes[target].restart(bin());
+    watch.retarget(&name, c.nodes[target].admin());
+    let report = watch.stop();
+    assert_safe(&report);
+    let m = c.nodes[rest[0]].metrics() + &c.nodes[rest[1]].metrics();
+    assert!(m.contains("tandem_cluster_demotions_total"), "{m}");
+}
+
+#[test]
+fn an_unhealthy_service_gives_up_the_lease_and_hooks_see_the_token() {
+    let backends: Vec<DemoBackend> = (0..3)
+        .map(|i| DemoBackend::start(bin(), &format!("svc{i}")))
+        .collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let c = cluster(3, |i| {
+        format!(
+            r#"
+[service]
+kind = "command"
+promote = "echo promote $TANDEM_NODE $TANDEM_FENCING_TOKEN >> {{dir}}/hooks.log"
+demote = "echo demote $TANDEM_NODE $TANDEM_FENCING_TOKEN >> {{dir}}/hooks.log"
+[service.health]
+check = "http"
+url = "http://{}/healthz"
+interval = "100ms"
+timeout = "300ms"
+rise = 2
+fall = 2
+"#,
+            addrs[i]
+        )
+    });
+    let p = c.wait_primary(&[0, 1, 2]);
+    let watch = c.watch();
+    http::request(addrs[p], "POST", "/control/unhealthy", &[], b"")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let q = c.wait_primary(&c.others(p));
+    let hooks = |i: usize| {
+        std::fs::read_to_string(c.nodes[i].dir.path().join("hooks.log")).unwrap_or_default()
+    };
+    assert!(
+        wait_until(T, || hooks(p).contains("demote")),
+        "{}",
+        hooks(p)
+    );
+    assert!(
+        hooks(p).starts_with(&format!("promote n{} ", p + 1)),
+        "{}",
+        hooks(p)
+    );
+    assert!(
+        wait_until(T, || hooks(q).contains("promote")),
+        "{}",
+        hooks(q)
+    );
+    // The new token is larger than the old one.
+    let token_of = |s: String| {
+        s.lines()
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(token_of(hooks(q)) > token_of(hooks(p)));
+    // /replica on the unhealthy old primary: 503; on a healthy replica: 200.
+    let r = |i: usize| {
+        http::get(c.nodes[i].admin(), "/replica")
+            .map(|r| r.status)
+            .unwrap_or(0)
+    };
+    assert_eq!(r(p), 503);
+    let other = c.others(p).into_iter().find(|&i| i != q).unwrap_or(q);
+    assert!(wait_until(T, || r(other) == 200));
+    assert_safe(&watch.stop());
+}
+
+#[test]
+fn a_node_with_an_empty_data_dir_rejoins() {
+    let mut c = cluster(3, |_| String::new());
+    let p = c.wait_primary(&[0, 1, 2]);
+    let victim = c.others(p)[0];
+    c.nodes[victim].proc.kill();
+    std::fs::remove_dir_all(c.nodes[victim].dir.path().join("data"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.nodes[victim].restart(bin());
+    let name = format!("n{}", victim + 1);
+    assert!(wait_until(T, || {
+        let st = c.nodes[victim].get_json("/cluster");
+        st["lease_holder"] == format!("n{}", p + 1).as_str()
+            && st["members"].as_array().is_some_and(|m| {
+                m.iter()
+                    .any(|m| m["name"] == name.as_str() && m["alive"] == true)
+            })
+    }));
+}
+
+#[test]
+fn peer_messages_without_the_secret_are_refused_and_counted() {
+    let c = cluster(3, |_| String::new());
+    c.wait_primary(&[0, 1, 2]);
+    let cfg = std::fs::read_to_string(&c.nodes[0].config).unwrap_or_default();
+    let port: u16 = cfg
+        .lines()
+        .find(|l| l.starts_with("listen = \"127.0.0.1:") && !l.ends_with(":0\""))
+        .and_then(|l| l.trim_end_matches('"').rsplit(':').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no peer port in {cfg}"));
+    let peer: SocketAddr = format!("127.0.0.1:{port}")
+        .parse()
+        .unwrap_or_else(|_| unreachable!());
+    let r = http::request(peer, "POST", "/raft/vote", &[], b"{}").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 401);
+    let r = http::request(
+        peer,
+        "POST",
+        "/raft/append",
+        &[("x-tandem-auth", "1.abcd")],
+        b"garbage",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 401);
+    let m = c.nodes[0].metrics();
+    assert!(
+        m.contains("tandem_cluster_peer_rejected_total{reason=\"unsigned\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tandem_cluster_peer_rejected_total{reason=\"stale_signature\"} 1"),
+        "{m}"
+    );
+    // The cluster is unharmed.
+    c.wait_primary(&[0, 1, 2]);
+}
