@@ -8,6 +8,7 @@
 pub mod http;
 pub mod invariants;
 pub mod load;
+pub mod netns;
 pub mod nginx;
 pub mod proc;
 pub mod tandem;

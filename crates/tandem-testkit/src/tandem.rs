@@ -16,6 +16,21 @@ pub struct Node {
     /// Bound addresses: `admin` and each frontend by name.
     pub addrs: HashMap<String, SocketAddr>,
     pub token: Option<String>,
+    wrapper: Vec<String>,
+}
+
+fn wrapped(wrapper: &[String], bin: &Path, config: &Path) -> Command {
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    cmd.args(["--log-format", "json", "run", "--config"])
+        .arg(config);
+    cmd
 }
 
 impl Node {
@@ -23,6 +38,17 @@ impl Node {
     /// `token` (if any) is written as `{dir}/token`. Waits until the admin API and `frontends`
     /// are listening.
     pub fn start(bin: &Path, config: &str, frontends: &[&str], token: Option<&str>) -> Node {
+        Self::start_in(bin, config, frontends, token, Vec::new())
+    }
+
+    /// As `start`, with the binary run through `wrapper` (e.g. `ip netns exec NS`).
+    pub fn start_in(
+        bin: &Path,
+        config: &str,
+        frontends: &[&str],
+        token: Option<&str>,
+        wrapper: Vec<String>,
+    ) -> Node {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         if let Some(t) = token {
             std::fs::write(dir.path().join("token"), t)
@@ -32,9 +58,7 @@ impl Node {
         let path = dir.path().join("tandem.toml");
         let text = config.replace("{dir}", &dir.path().display().to_string());
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing config: {e}"));
-        let mut cmd = Command::new(bin);
-        cmd.args(["--log-format", "json", "run", "--config"])
-            .arg(&path);
+        let cmd = wrapped(&wrapper, bin, &path);
         let proc = Proc::spawn("tandem", cmd);
         let mut node = Node {
             proc,
@@ -42,6 +66,7 @@ impl Node {
             config: path,
             addrs: HashMap::new(),
             token,
+            wrapper,
         };
         let mut want: Vec<String> = frontends.iter().map(|s| s.to_string()).collect();
         want.push("admin".into());
@@ -56,9 +81,7 @@ impl Node {
     /// admin API (its address may change when the config says port 0).
     pub fn restart(&mut self, bin: &Path) {
         self.proc.kill();
-        let mut cmd = Command::new(bin);
-        cmd.args(["--log-format", "json", "run", "--config"])
-            .arg(&self.config);
+        let cmd = wrapped(&self.wrapper, bin, &self.config);
         self.proc = Proc::spawn("tandem", cmd);
         let admin = self.wait_listening("admin");
         self.addrs.insert("admin".into(), admin);

@@ -411,3 +411,50 @@ fn peer_messages_without_the_secret_are_refused_and_counted() {
     // The cluster is unharmed.
     c.wait_primary(&[0, 1, 2]);
 }
+
+/// A real partition: three hosts in network namespaces on a bridge; the primary's link is cut.
+#[test]
+fn a_partitioned_primary_steps_down_and_the_majority_elects_another() {
+    let lab = tandem_testkit::netns::Lab::new(3);
+    let shared = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let secret = shared.path().join("secret");
+    std::fs::write(&secret, "cluster-secret-for-tests-0123").unwrap_or_else(|e| panic!("{e}"));
+    let peers = (0..3)
+        .map(|i| format!("n{} = \"{}:7100\"", i + 1, lab.hosts[i].ip))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let cfg = format!(
+                "[admin]\nlisten = \"{}:0\"\ntoken_file = \"{{dir}}/token\"\n[node]\nname = \"n{}\"\ndata_dir = \"{{dir}}/data\"\n\
+                 [cluster]\nname = \"lab\"\nlisten = \"{}:7100\"\npeers = {{ {peers} }}\nlease_ttl = \"{TTL_MS}ms\"\nsecret_file = \"{}\"\n",
+                lab.hosts[i].mgmt_ip,
+                i + 1,
+                lab.hosts[i].ip,
+                secret.display()
+            );
+            Node::start_in(bin(), &cfg, &[], Some(TOKEN), lab.wrapper(i))
+        })
+        .collect();
+    let c = TestCluster {
+        nodes,
+        _shared: shared,
+    };
+    let p = c.wait_primary(&[0, 1, 2]);
+    c.wait_formed();
+    let watch = c.watch();
+    lab.cut(p);
+    let q = c.wait_primary(&c.others(p));
+    // The cut-off node is not primary, and stays so while cut off.
+    assert!(wait_until(T, || !c.is_primary(p)));
+    for _ in 0..20 {
+        assert!(!c.is_primary(p));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab.heal(p);
+    assert!(wait_until(T, || c.nodes[p].get_json("/cluster")
+        ["lease_holder"]
+        == format!("n{}", q + 1).as_str()));
+    assert!(c.is_primary(q) && !c.is_primary(p));
+    assert_safe(&watch.stop());
+}
