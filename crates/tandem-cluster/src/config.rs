@@ -223,7 +223,7 @@ fn validate_cluster(n: &NodeConfig, c: &ClusterConfig, issues: &mut Vec<Issue>) 
     if !name_ok(&n.name) {
         issues.push(Issue::new(
             "node.name",
-            format!("{:?} is not a name (1-64 of a-z, 0-9, - _ .)", n.name),
+            format!("{:?} is not a name (1-64 letters, digits, - _ .)", n.name),
         ));
     }
     if !name_ok(&c.name) {

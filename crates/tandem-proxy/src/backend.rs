@@ -125,6 +125,10 @@ impl Backend {
         }
     }
 
+    pub(crate) fn servers(&self) -> &[Arc<Server>] {
+        &self.servers
+    }
+
     pub(crate) fn stop_checks(&self) {
         if let Ok(mut c) = self.checkers.lock() {
             c.clear();

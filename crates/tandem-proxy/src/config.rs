@@ -315,7 +315,7 @@ fn check_name(name: &str, path: &str, seen: &mut HashSet<String>, issues: &mut V
     if !ok {
         issues.push(Issue::new(
             path,
-            format!("{name:?} is not a name (1-64 of a-z, 0-9, - _ .)"),
+            format!("{name:?} is not a name (1-64 letters, digits, - _ .)"),
         ));
     } else if !seen.insert(name.to_string()) {
         issues.push(Issue::new(path, format!("{name:?} is used twice")));

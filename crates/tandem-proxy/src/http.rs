@@ -40,6 +40,8 @@ pub(crate) struct FrontendRuntime {
     pub(crate) backend: Arc<Backend>,
     pub(crate) access_log: bool,
     pub(crate) metrics: FrontendMetrics,
+    /// Connection settings (timeouts, header size) for new client connections.
+    pub(crate) builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded.

@@ -266,6 +266,51 @@ impl ProxyMetrics {
         }
     }
 
+    /// Drop the series of a server that left the configuration.
+    pub(crate) fn forget_server(&self, backend: &str, server: &str) {
+        let (b, s) = (backend.to_string(), server.to_string());
+        let l = ServerLabel {
+            backend: b.clone(),
+            server: s.clone(),
+        };
+        self.server_up.remove(&l);
+        self.server_inflight.remove(&l);
+        for class in CLASSES {
+            self.server_requests.remove(&ServerClass {
+                backend: b.clone(),
+                server: s.clone(),
+                class: class.into(),
+            });
+        }
+        for result in ["passed", "failed"] {
+            self.checks.remove(&ServerResult {
+                backend: b.clone(),
+                server: s.clone(),
+                result: result.into(),
+            });
+        }
+        for to in ["up", "down"] {
+            self.transitions.remove(&ServerTo {
+                backend: b.clone(),
+                server: s.clone(),
+                to: to.into(),
+            });
+        }
+    }
+
+    /// Drop the series of a frontend that left the configuration.
+    pub(crate) fn forget_frontend(&self, frontend: &str) {
+        for class in CLASSES {
+            self.frontend_requests.remove(&FrontendClass {
+                frontend: frontend.into(),
+                class: class.into(),
+            });
+        }
+        self.frontend_connections.remove(&FrontendLabel {
+            frontend: frontend.into(),
+        });
+    }
+
     pub(crate) fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "rejected" };
         self.reloads

@@ -30,6 +30,35 @@ struct FrontendShared {
     cfg: FrontendConfig,
     bound: SocketAddr,
     runtime: ArcSwap<FrontendRuntime>,
+    /// Client connections allowed at once; resized by reloads.
+    limit: Arc<Semaphore>,
+    max_connections: std::sync::atomic::AtomicUsize,
+}
+
+impl FrontendShared {
+    fn resize(&self, max: usize) {
+        use std::sync::atomic::Ordering;
+        let old = self.max_connections.swap(max, Ordering::Relaxed);
+        if max > old {
+            self.limit.add_permits(max - old);
+        } else if old > max {
+            // Only idle permits can be taken back; busy ones return to a smaller pool later.
+            let _ = self.limit.forget_permits(old - max);
+        }
+    }
+}
+
+fn client_builder(cfg: &FrontendConfig) -> Arc<auto::Builder<TokioExecutor>> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.client_timeout.get())
+        .max_buf_size(cfg.max_header_size)
+        .half_close(true)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    Arc::new(builder)
 }
 
 struct Listener {
@@ -85,12 +114,13 @@ impl Proxy {
         frontends: &[FrontendConfig],
         backends: &[BackendConfig],
     ) -> Result<(), ProxyError> {
-        let first = self.lock().listeners.is_empty();
-        let result = self.try_apply(frontends, backends);
-        if !first {
-            self.metrics.reload(result.is_ok());
-        }
-        result
+        self.try_apply(frontends, backends)
+    }
+
+    /// Count a reload attempt (the caller knows about failures before `apply`, such as a file
+    /// that does not parse).
+    pub fn record_reload(&self, ok: bool) {
+        self.metrics.reload(ok);
     }
 
     fn try_apply(
@@ -143,6 +173,7 @@ impl Proxy {
                 backend,
                 access_log: fe.access_log,
                 metrics: self.metrics.frontend(&fe.name),
+                builder: client_builder(fe),
             })
         };
         // Commit: from here on nothing fails.
@@ -151,10 +182,16 @@ impl Proxy {
             match frontends.iter().find(|f| f.listen == l.shared.cfg.listen) {
                 Some(fe) => {
                     let rt = runtime(fe)?;
+                    let old_name = l.shared.runtime.load().name.clone();
+                    if old_name != fe.name {
+                        self.metrics.forget_frontend(&old_name);
+                    }
                     l.shared.runtime.store(Arc::new(rt));
+                    l.shared.resize(fe.max_connections);
                     kept.push(l);
                 }
                 None => {
+                    self.metrics.forget_frontend(&l.shared.runtime.load().name);
                     tracing::info!(listen = %l.shared.cfg.listen, "frontend removed: draining its connections");
                     l.stop.trigger();
                 }
@@ -169,6 +206,8 @@ impl Proxy {
                 cfg: fe.clone(),
                 bound,
                 runtime: ArcSwap::from_pointee(runtime(fe)?),
+                limit: Arc::new(Semaphore::new(fe.max_connections)),
+                max_connections: std::sync::atomic::AtomicUsize::new(fe.max_connections),
             });
             let stop = Shutdown::new();
             let task = tokio::spawn(accept_loop(listener, shared.clone(), stop.clone()));
@@ -178,6 +217,15 @@ impl Proxy {
         inner.listeners = kept;
         for old in inner.backends.values() {
             old.stop_checks();
+            // Series of servers that are gone would otherwise stay in /metrics.
+            for s in old.servers() {
+                let kept = new_backends
+                    .get(&old.name)
+                    .is_some_and(|b| b.servers().iter().any(|n| n.name == s.name));
+                if !kept {
+                    self.metrics.forget_server(&old.name, &s.name);
+                }
+            }
         }
         for b in new_backends.values() {
             b.start_checks();
@@ -191,7 +239,7 @@ impl Proxy {
         self.lock()
             .listeners
             .iter()
-            .map(|l| (l.shared.cfg.name.clone(), l.shared.bound))
+            .map(|l| (l.shared.runtime.load().name.clone(), l.shared.bound))
             .collect()
     }
 
@@ -205,7 +253,7 @@ impl Proxy {
                 .listeners
                 .iter()
                 .map(|l| FrontendStatus {
-                    name: l.shared.cfg.name.clone(),
+                    name: l.shared.runtime.load().name.clone(),
                     listen: l.shared.cfg.listen.clone(),
                     bound: l.shared.bound.to_string(),
                     mode: l.shared.cfg.mode,
@@ -297,17 +345,7 @@ fn bind(listen: &str) -> Result<TcpListener, ProxyError> {
 /// TCP relays run to their end. The caller bounds the drain with a deadline.
 async fn accept_loop(listener: TcpListener, fe: Arc<FrontendShared>, stop: Shutdown) {
     let graceful = GracefulShutdown::new();
-    let limit = Arc::new(Semaphore::new(fe.cfg.max_connections));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(fe.cfg.client_timeout.get())
-        .max_buf_size(fe.cfg.max_header_size)
-        .half_close(true)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let limit = fe.limit.clone();
     let tcp_conns = TaskTracker::new();
     loop {
         let permit = tokio::select! {
@@ -329,7 +367,7 @@ async fn accept_loop(listener: TcpListener, fe: Arc<FrontendShared>, stop: Shutd
         let _ = stream.set_nodelay(true);
         let rt = fe.runtime.load_full();
         match fe.cfg.mode {
-            Mode::Http => serve_http(&builder, &graceful, stream, peer, fe.clone(), permit),
+            Mode::Http => serve_http(&rt.builder, &graceful, stream, peer, fe.clone(), permit),
             Mode::Tcp => {
                 let conns = tcp_conns.clone();
                 let gauge = rt.metrics.connections.clone();

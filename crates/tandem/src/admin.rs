@@ -47,6 +47,7 @@ pub fn router(ctx: AdminCtx) -> Router {
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(ctx)
 }
 
@@ -70,6 +71,13 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint",
+    )
 }
 
 async fn health() -> Response {

@@ -38,6 +38,7 @@ impl Reloader {
     pub async fn reload(&self, why: &str) -> Result<(), String> {
         let _one_at_a_time = self.serial.lock().await;
         let result = self.try_reload();
+        self.proxy.record_reload(result.is_ok());
         match &result {
             Ok(()) => self.events.emit(
                 "config_reloaded",

@@ -389,6 +389,11 @@ fn invalid_reload_is_refused_and_the_old_config_serves() {
         .count()
         >= 2));
     assert_eq!(served_by(&node, 2).len(), 2);
+    let m = node.metrics();
+    assert!(
+        m.contains("tandem_proxy_reloads_total{result=\"rejected\"} 2"),
+        "{m}"
+    );
 }
 
 #[test]
