@@ -508,7 +508,6 @@ async fn raft_isolated_leader_commits_nothing() {
 /// isolated openraft 0.9 leader never steps down and `RaftDcs::write` awaits `client_write`
 /// without a timeout, so the call never returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "RaftDcs::write has no timeout: a write on an isolated leader never returns"]
 async fn raft_isolated_leader_write_fails_by_itself() {
     let mut cluster = RaftCluster::start().await;
     let (leader, o) = isolate_leader(&mut cluster).await;

@@ -50,7 +50,7 @@ pub(crate) async fn run(backend: Weak<Backend>, server: Arc<Server>) {
                     },
                     _ => Probe::Tcp,
                 };
-                let result = probe(kind, server.addr, health.timeout.get()).await;
+                let result = probe(kind, server.check_addr, health.timeout.get()).await;
                 match result {
                     Ok(()) => {
                         server.metrics.check_passed.inc();

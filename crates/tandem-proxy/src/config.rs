@@ -137,6 +137,10 @@ pub struct ServerConfig {
     /// Concurrent requests (HTTP) or connections (TCP) sent to this server; 0 = no limit.
     #[serde(default)]
     pub maxconn: u32,
+    /// Send active health checks here instead of `address`, e.g. a tandem node's admin API
+    /// with `path = "/primary"`, so that only the cluster primary takes traffic.
+    #[serde(default)]
+    pub check_address: Option<String>,
 }
 
 fn yes() -> bool {
@@ -299,6 +303,14 @@ fn validate_backend(
                     s.address
                 ),
             ));
+        }
+        if let Some(c) = &s.check_address {
+            if c.parse::<SocketAddr>().is_err() {
+                issues.push(Issue::new(
+                    at("check_address"),
+                    format!("{c:?} is not an address:port"),
+                ));
+            }
         }
         if !(1..=256).contains(&s.weight) {
             issues.push(Issue::new(at("weight"), "must be between 1 and 256"));

@@ -58,6 +58,8 @@ pub struct Server {
     pub backend: String,
     pub name: String,
     pub addr: SocketAddr,
+    /// Where active health checks go (`check_address`, or `addr`).
+    pub check_addr: SocketAddr,
     pub cfg: ServerConfig,
     up: AtomicBool,
     admin: AtomicU8,
@@ -84,6 +86,11 @@ impl Server {
             backend: backend.to_string(),
             name: cfg.name.clone(),
             addr,
+            check_addr: cfg
+                .check_address
+                .as_deref()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(addr),
             cfg,
             up: AtomicBool::new(up),
             admin: AtomicU8::new(admin.as_u8()),

@@ -5,6 +5,7 @@
 //! Everything binds port 0 where the program allows it, and lives in temporary directories,
 //! so tests run in parallel.
 
+pub mod etcd;
 pub mod http;
 pub mod invariants;
 pub mod load;

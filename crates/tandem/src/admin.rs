@@ -105,6 +105,7 @@ async fn metrics(State(ctx): State<AdminCtx>) -> Response {
 async fn status(State(ctx): State<AdminCtx>) -> Response {
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
         "uptime_seconds": ctx.started.elapsed().as_secs(),
         "config": ctx.reloader.path().display().to_string(),
         "proxy": ctx.proxy.status(),

@@ -458,3 +458,32 @@ fn a_partitioned_primary_steps_down_and_the_majority_elects_another() {
     assert!(c.is_primary(q) && !c.is_primary(p));
     assert_safe(&watch.stop());
 }
+
+/// The same guarantees with etcd holding the lease.
+#[cfg(feature = "etcd")]
+#[test]
+fn etcd_backend_fails_over_and_demotes_when_etcd_is_gone() {
+    let etcd = tandem_testkit::etcd::Etcd::start();
+    let extra = format!("dcs = \"etcd\"\netcd_endpoints = [\"{}\"]", etcd.endpoint);
+    let mut c = cluster(3, |_| extra.clone());
+    let p = c.wait_primary(&[0, 1, 2]);
+    c.wait_formed();
+    let watch = c.watch();
+    c.nodes[p].proc.kill();
+    let q = c.wait_primary(&c.others(p));
+    // etcd hangs: the primary cannot renew and steps down; nobody else can take the lease.
+    etcd.proc.stop();
+    assert!(wait_until(T, || !c.is_primary(q)));
+    for _ in 0..20 {
+        assert!(
+            c.others(p).iter().all(|&i| !c.is_primary(i)),
+            "a primary without its store"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    etcd.proc.cont();
+    c.wait_primary(&c.others(p));
+    c.nodes[p].restart(bin());
+    watch.retarget(&format!("n{}", p + 1), c.nodes[p].admin());
+    assert_safe(&watch.stop());
+}

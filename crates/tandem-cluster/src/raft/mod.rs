@@ -57,6 +57,8 @@ pub struct RaftDcs {
     secret: Arc<str>,
     me: NodeId,
     election_max: Duration,
+    /// Bound on one write: a leader that lost its quorum would otherwise wait forever.
+    write_timeout: Duration,
     _server: TaskHandle,
 }
 
@@ -108,10 +110,13 @@ impl RaftDcs {
             .map_err(|e| format!("cannot listen on {} for peers: {e}", parts.listen))?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(component = "cluster", addr = %bound, "listening");
+        // Bound on one write: a leader that lost its quorum would otherwise wait forever.
+        let write_timeout = parts.lease_ttl;
         let app = router(ServerCtx {
             raft: raft.clone(),
             secret: secret.clone(),
             metrics: parts.metrics.clone(),
+            write_timeout,
         });
         let stop = parts.shutdown.clone();
         let server = TaskHandle::spawn(async move {
@@ -140,6 +145,7 @@ impl RaftDcs {
             secret,
             me,
             election_max: Duration::from_millis(heartbeat * 10),
+            write_timeout,
             _server: server,
         }))
     }
@@ -175,7 +181,12 @@ impl Dcs for RaftDcs {
     }
 
     async fn write(&self, cmd: Command) -> Result<Outcome, DcsError> {
-        match self.raft.client_write(cmd.clone()).await {
+        let written =
+            tokio::time::timeout(self.write_timeout, self.raft.client_write(cmd.clone())).await;
+        let Ok(written) = written else {
+            return Err(DcsError::Timeout);
+        };
+        match written {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let Some(node) = f.leader_node else {
@@ -212,6 +223,7 @@ struct ServerCtx {
     raft: Raft<TypeConfig>,
     secret: Arc<str>,
     metrics: ClusterMetrics,
+    write_timeout: Duration,
 }
 
 fn router(ctx: ServerCtx) -> Router {
@@ -289,11 +301,10 @@ async fn forwarded_write(
         Ok(c) => c,
         Err(r) => return *r,
     };
-    let r: Result<Outcome, String> = ctx
-        .raft
-        .client_write(cmd)
-        .await
-        .map(|r| r.data)
-        .map_err(|e| e.to_string());
+    let r: Result<Outcome, String> =
+        match tokio::time::timeout(ctx.write_timeout, ctx.raft.client_write(cmd)).await {
+            Ok(r) => r.map(|r| r.data).map_err(|e| e.to_string()),
+            Err(_) => Err("write timed out (no quorum?)".to_string()),
+        };
     json(&r)
 }

@@ -19,6 +19,7 @@ fn servers(spec: &[(&str, u32, bool)]) -> Vec<Arc<Server>> {
                 weight,
                 backup,
                 maxconn: 0,
+                check_address: None,
             };
             let addr = cfg.address.parse().unwrap_or_else(|_| unreachable!());
             Arc::new(Server::new(
