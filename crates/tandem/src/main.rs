@@ -5,7 +5,9 @@ mod cluster;
 mod config;
 mod ctl;
 mod daemon;
+mod demo;
 mod demo_backend;
+mod drill_cmd;
 mod logging;
 
 use std::net::SocketAddr;
@@ -57,6 +59,31 @@ enum Command {
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: ctl::CtlCommand,
+    },
+    /// Run a failover drill: workload, fault, report (exit 1 when objectives are missed).
+    Drill {
+        #[arg(long)]
+        scenario: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write a self-contained HTML report with a timeline chart here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
+    /// A whole HA cluster on this machine, then a kill-primary drill and its report.
+    Demo {
+        /// Stop by itself after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Keep the demo's directory (configs, logs, reports) after it stops.
+        #[arg(long)]
+        keep: bool,
+        /// Add a three-node PostgreSQL cluster.
+        #[arg(long)]
+        postgres: bool,
     },
     /// Print the version.
     Version,
@@ -113,10 +140,64 @@ fn main() -> ExitCode {
             };
             report(current_thread().and_then(|rt| rt.block_on(ctl::run(ep, command))))
         }
+        Command::Drill {
+            scenario,
+            repeat,
+            json,
+            html,
+        } => {
+            let s = match drill_cmd::load(&scenario) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("tandem drill: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match multi_thread() {
+                Ok(rt) => rt,
+                Err(e) => return report(Err(e)),
+            };
+            match rt.block_on(drill_cmd::run(&s, repeat, json.as_deref(), html.as_deref())) {
+                Ok(drill_cmd::Verdict::Passed) => ExitCode::SUCCESS,
+                Ok(drill_cmd::Verdict::Missed) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("tandem drill: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Demo {
+            duration,
+            keep,
+            postgres,
+        } => {
+            let rt = match multi_thread() {
+                Ok(rt) => rt,
+                Err(e) => return report(Err(e)),
+            };
+            match rt.block_on(demo::run(
+                duration.map(std::time::Duration::from_secs),
+                keep,
+                postgres,
+            )) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("tandem demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::DemoBackend { listen, name } => {
             report(current_thread().and_then(|rt| rt.block_on(demo_backend::run(listen, name))))
         }
     }
+}
+
+fn multi_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {

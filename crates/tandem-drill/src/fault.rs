@@ -1,0 +1,144 @@
+//! Fault injection into local tandem processes (found through their admin API) and planned
+//! switchovers. Every fault that must be undone (a stopped process) is undone when its guard
+//! drops, also when the drill is interrupted.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::client::{self, Conn, Outcome};
+use crate::scenario::{Fault, FaultKind};
+
+/// A fault about to be injected: which node and process.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub node: String,
+    pub pid: Option<i32>,
+}
+
+/// Find the node a fault targets, and its process, checking it exists.
+pub async fn resolve(fault: &Fault, nodes: &BTreeMap<String, String>) -> Result<Resolved, String> {
+    let node = if fault.node == "primary" {
+        current_primary(nodes)
+            .await
+            .ok_or("no node is primary: nothing to fault")?
+    } else {
+        fault.node.clone()
+    };
+    let addr = nodes
+        .get(&node)
+        .ok_or_else(|| format!("{node} is not watched"))?;
+    let pid = match fault.kind {
+        FaultKind::Sigkill | FaultKind::Sigstop | FaultKind::Graceful => {
+            let st = client::get_json(addr, "/status", Duration::from_secs(2))
+                .await
+                .ok_or_else(|| format!("{node}: GET /status failed"))?;
+            let pid = st["pid"]
+                .as_i64()
+                .ok_or_else(|| format!("{node}: /status shows no pid"))?
+                as i32;
+            check_local_tandem(pid)?;
+            Some(pid)
+        }
+        _ => None,
+    };
+    Ok(Resolved { node, pid })
+}
+
+/// The node answering 200 on `/primary`, if exactly one does.
+pub async fn current_primary(nodes: &BTreeMap<String, String>) -> Option<String> {
+    let mut found = Vec::new();
+    for (name, addr) in nodes {
+        if let Outcome::Status(200, _) = Conn::new(addr)
+            .request("GET", "/primary", None, Duration::from_millis(500))
+            .await
+        {
+            found.push(name.clone());
+        }
+    }
+    (found.len() == 1).then(|| found.remove(0))
+}
+
+/// A pid must be a running tandem process on this host.
+fn check_local_tandem(pid: i32) -> Result<(), String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|_| {
+        format!("process {pid} does not exist on this host (remote faults go through POST /faults)")
+    })?;
+    if !String::from_utf8_lossy(&cmdline).contains("tandem") {
+        return Err(format!("process {pid} is not a tandem process"));
+    }
+    Ok(())
+}
+
+#[allow(unsafe_code)]
+fn signal(pid: i32, sig: i32) -> Result<(), String> {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid, sig) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "kill({pid}, {sig}): {}",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+/// Undoes a fault on drop (SIGCONT for a stopped process).
+pub struct Undo {
+    pid: Option<i32>,
+}
+
+impl Undo {
+    pub fn now(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = signal(pid, libc::SIGCONT);
+        }
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        self.now();
+    }
+}
+
+/// Inject the fault; the returned guard undoes it.
+pub async fn inject(
+    fault: &Fault,
+    target: &Resolved,
+    nodes: &BTreeMap<String, String>,
+    token: &str,
+) -> Result<Undo, String> {
+    let mut undo = Undo { pid: None };
+    match (fault.kind, target.pid) {
+        (FaultKind::Sigkill, Some(pid)) => signal(pid, libc::SIGKILL)?,
+        (FaultKind::Graceful, Some(pid)) => signal(pid, libc::SIGTERM)?,
+        (FaultKind::Sigstop, Some(pid)) => {
+            signal(pid, libc::SIGSTOP)?;
+            undo.pid = Some(pid);
+        }
+        (FaultKind::Switchover, _) => {
+            let to = fault.to.clone().unwrap_or_default();
+            let addr = nodes.get(&target.node).ok_or("no admin address")?.clone();
+            let body = serde_json::json!({ "to": to }).to_string();
+            // The switchover call waits for the handover: run it beside the workload.
+            let token = token.to_string();
+            tokio::spawn(async move {
+                let r = Conn::new(&addr)
+                    .request(
+                        "POST",
+                        "/switchover",
+                        Some((&token, &body)),
+                        Duration::from_secs(30),
+                    )
+                    .await;
+                if !matches!(r, Outcome::Status(200, _)) {
+                    tracing::warn!(result = ?r, "switchover request did not succeed");
+                }
+            });
+        }
+        (FaultKind::None, _) => {}
+        (kind, None) => return Err(format!("{kind:?} needs a process")),
+    }
+    Ok(undo)
+}

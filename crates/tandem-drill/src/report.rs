@@ -1,0 +1,348 @@
+//! Drill reports: per-run measures, a summary over repeats (min/median/max), JSON, a text
+//! table, and a self-contained HTML page with a timeline chart.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::workload::Request;
+
+/// Latency percentiles of a window, in ms.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Latency {
+    pub requests: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    pub fn of(reqs: &[&Request]) -> Latency {
+        let mut l: Vec<f64> = reqs.iter().map(|r| r.latency_ms).collect();
+        if l.is_empty() {
+            return Latency::default();
+        }
+        l.sort_by(f64::total_cmp);
+        let at = |q: f64| l[((l.len() as f64 - 1.0) * q).round() as usize];
+        Latency {
+            requests: l.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+}
+
+/// One objective and whether it was met.
+#[derive(Clone, Debug, Serialize)]
+pub struct Objective {
+    pub name: String,
+    pub wanted: String,
+    pub got: String,
+    pub met: bool,
+}
+
+/// Requests per 10 ms bucket, and role changes, for the chart.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timeline {
+    pub bucket_ms: u32,
+    pub ok: Vec<u32>,
+    pub failed: Vec<u32>,
+    pub max_latency_ms: Vec<f32>,
+    /// (ms, node) when a node was first seen primary (with a new token).
+    pub primaries: Vec<(f64, String, u64)>,
+}
+
+/// Everything measured in one run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunReport {
+    pub scenario: String,
+    pub fault: String,
+    pub faulted_node: Option<String>,
+    pub fault_ms: Option<f64>,
+    pub requests: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub failures: BTreeMap<String, usize>,
+    /// Longest time after the fault with no successful request.
+    pub rto_ms: f64,
+    /// Fault to the first event a node logged about it.
+    pub detection_ms: Option<f64>,
+    /// Fault to another node answering 200 on `/primary`.
+    pub failover_ms: Option<f64>,
+    /// Fault to the faulted node answering `/health` again.
+    pub recovery_ms: Option<f64>,
+    /// Proven moments with two primaries (must be empty).
+    pub split_brain: Vec<String>,
+    pub latency_before: Latency,
+    pub latency_during: Latency,
+    pub latency_after: Latency,
+    pub objectives: Vec<Objective>,
+    pub timeline: Timeline,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.split_brain.is_empty() && self.objectives.iter().all(|o| o.met)
+    }
+}
+
+/// min / median / max of a measure over repeats.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stat {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Stat {
+    fn of(mut v: Vec<f64>) -> Option<Stat> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(Stat {
+            min: v[0],
+            median: v[v.len() / 2],
+            max: v[v.len() - 1],
+        })
+    }
+}
+
+/// All runs of a drill.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub scenario: String,
+    pub runs: Vec<RunReport>,
+    pub rto_ms: Option<Stat>,
+    pub failed: Option<Stat>,
+    pub failover_ms: Option<Stat>,
+    pub detection_ms: Option<Stat>,
+    pub passed: bool,
+}
+
+impl Summary {
+    pub fn new(scenario: &str, runs: Vec<RunReport>) -> Summary {
+        Summary {
+            scenario: scenario.to_string(),
+            rto_ms: Stat::of(runs.iter().map(|r| r.rto_ms).collect()),
+            failed: Stat::of(runs.iter().map(|r| r.failed as f64).collect()),
+            failover_ms: Stat::of(runs.iter().filter_map(|r| r.failover_ms).collect()),
+            detection_ms: Stat::of(runs.iter().filter_map(|r| r.detection_ms).collect()),
+            passed: runs.iter().all(RunReport::passed),
+            runs,
+        }
+    }
+
+    /// The table printed at the end of a drill.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "drill {}: {} run(s), {}",
+            self.scenario,
+            self.runs.len(),
+            if self.passed { "PASSED" } else { "FAILED" }
+        );
+        let _ = writeln!(
+            out,
+            "{:<28} {:>10} {:>10} {:>10}",
+            "measure", "min", "median", "max"
+        );
+        let row = |out: &mut String, name: &str, s: &Option<Stat>, unit: &str| match s {
+            Some(s) => writeln!(
+                out,
+                "{name:<28} {:>8.0}{unit} {:>8.0}{unit} {:>8.0}{unit}",
+                s.min, s.median, s.max
+            ),
+            None => writeln!(out, "{name:<28} {:>10} {:>10} {:>10}", "-", "-", "-"),
+        };
+        let _ = row(&mut out, "time without service (RTO)", &self.rto_ms, "ms");
+        let _ = row(&mut out, "failed requests", &self.failed, "  ");
+        let _ = row(&mut out, "failover (new primary)", &self.failover_ms, "ms");
+        let _ = row(
+            &mut out,
+            "detection (first event)",
+            &self.detection_ms,
+            "ms",
+        );
+        for (i, r) in self.runs.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "run {}: fault {} on {}; {} requests, {} failed {:?}; p99 before/during/after {:.1}/{:.1}/{:.1} ms; two primaries seen: {}",
+                i + 1,
+                r.fault,
+                r.faulted_node.as_deref().unwrap_or("-"),
+                r.requests,
+                r.failed,
+                r.failures,
+                r.latency_before.p99,
+                r.latency_during.p99,
+                r.latency_after.p99,
+                if r.split_brain.is_empty() { "no" } else { "YES" }
+            );
+            for o in &r.objectives {
+                let _ = writeln!(
+                    out,
+                    "  objective {}: wanted {}, got {}: {}",
+                    o.name,
+                    o.wanted,
+                    o.got,
+                    if o.met { "met" } else { "MISSED" }
+                );
+            }
+        }
+        out
+    }
+
+    /// A self-contained HTML report (no external assets).
+    pub fn html(&self) -> String {
+        let mut out = String::from(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+             <title>tandem drill</title><style>body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
+             pre{background:#f4f4f4;padding:1em;overflow:auto}svg{width:100%;height:auto;border:1px solid #ddd}\
+             .legend span{margin-right:1.5em}</style></head><body>",
+        );
+        let _ = write!(
+            out,
+            "<h1>Drill: {}</h1><pre>{}</pre>",
+            esc(&self.scenario),
+            esc(&self.table())
+        );
+        for (i, r) in self.runs.iter().enumerate() {
+            let _ = write!(out, "<h2>Run {}</h2>{}", i + 1, chart(r));
+        }
+        out.push_str(
+            "<p class=\"legend\"><span style=\"color:#2a2\">&#9632; successful requests</span>\
+             <span style=\"color:#d22\">&#9632; failed requests</span><span style=\"color:#36c\">&#9473; max latency</span>\
+             <span style=\"color:#d22\">&#9475; fault</span><span style=\"color:#a6c\">&#9475; new primary</span></p></body></html>",
+        );
+        out
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// An SVG timeline: requests per bucket (success up, failure down), max latency, markers.
+fn chart(r: &RunReport) -> String {
+    let t = &r.timeline;
+    let n = t.ok.len().max(1);
+    let (w, h) = (1000.0, 240.0);
+    let mid = 150.0;
+    let bw = w / n as f64;
+    let peak =
+        t.ok.iter()
+            .chain(t.failed.iter())
+            .copied()
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+    let lat_peak = t.max_latency_ms.iter().copied().fold(1.0f32, f32::max) as f64;
+    let mut s = format!("<svg viewBox=\"0 0 {w} {h}\" xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" aria-label=\"timeline\">");
+    let _ = write!(
+        s,
+        "<line x1=\"0\" y1=\"{mid}\" x2=\"{w}\" y2=\"{mid}\" stroke=\"#999\"/>"
+    );
+    for i in 0..n {
+        let x = i as f64 * bw;
+        let ok = f64::from(t.ok.get(i).copied().unwrap_or(0));
+        let bad = f64::from(t.failed.get(i).copied().unwrap_or(0));
+        if ok > 0.0 {
+            let hh = ok / peak * 130.0;
+            let _ = write!(s, "<rect x=\"{x:.2}\" y=\"{:.2}\" width=\"{bw:.2}\" height=\"{hh:.2}\" fill=\"#2a2\"/>", mid - hh);
+        }
+        if bad > 0.0 {
+            let hh = bad / peak * 80.0;
+            let _ = write!(s, "<rect class=\"failed\" x=\"{x:.2}\" y=\"{mid}\" width=\"{bw:.2}\" height=\"{hh:.2}\" fill=\"#d22\"/>");
+        }
+    }
+    let pts: Vec<String> = t
+        .max_latency_ms
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            format!(
+                "{:.1},{:.1}",
+                i as f64 * bw,
+                mid - f64::from(*l) / lat_peak * 130.0
+            )
+        })
+        .collect();
+    let _ = write!(
+        s,
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"#36c\" stroke-width=\"1\"/>",
+        pts.join(" ")
+    );
+    let x_of = |ms: f64| ms / f64::from(t.bucket_ms.max(1)) * bw;
+    if let Some(f) = r.fault_ms {
+        let x = x_of(f);
+        let _ = write!(s, "<line x1=\"{x:.1}\" y1=\"0\" x2=\"{x:.1}\" y2=\"{h}\" stroke=\"#d22\" stroke-width=\"2\"/><text x=\"{:.1}\" y=\"14\" fill=\"#d22\">{}</text>", x + 3.0, esc(&r.fault));
+    }
+    for (ms, node, token) in &t.primaries {
+        let x = x_of(*ms);
+        let _ = write!(s, "<line x1=\"{x:.1}\" y1=\"20\" x2=\"{x:.1}\" y2=\"{h}\" stroke=\"#a6c\" stroke-dasharray=\"4\"/><text x=\"{:.1}\" y=\"{}\" fill=\"#a6c\">{} (token {token})</text>", x + 3.0, h - 6.0, esc(node));
+    }
+    let secs = n as f64 * f64::from(t.bucket_ms) / 1000.0;
+    let _ = write!(
+        s,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#666\">{secs:.1} s</text></svg>",
+        w - 4.0,
+        mid + 14.0
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Failure;
+
+    #[test]
+    fn percentiles_and_summary() {
+        let reqs: Vec<Request> = (1..=100)
+            .map(|i| Request {
+                start_ms: f64::from(i),
+                latency_ms: f64::from(i),
+                ok: true,
+                what: Failure::None,
+            })
+            .collect();
+        let refs: Vec<&Request> = reqs.iter().collect();
+        let l = Latency::of(&refs);
+        assert_eq!((l.p50.round(), l.p99, l.max), (51.0, 99.0, 100.0));
+        let run = RunReport {
+            rto_ms: 1200.0,
+            failed: 3,
+            ..Default::default()
+        };
+        let s = Summary::new(
+            "x",
+            vec![
+                run.clone(),
+                RunReport {
+                    rto_ms: 800.0,
+                    ..run
+                },
+            ],
+        );
+        let st = s.rto_ms.clone().unwrap_or(Stat {
+            min: 0.0,
+            median: 0.0,
+            max: 0.0,
+        });
+        assert_eq!((st.min, st.max), (800.0, 1200.0));
+        assert!(s.table().contains("time without service"));
+        let html = s.html();
+        assert!(
+            html.starts_with("<!doctype html>")
+                && html.contains("<svg")
+                && !html.contains("http://cdn")
+        );
+    }
+}

@@ -1,0 +1,341 @@
+//! Scenario files: the target, the workload, the fault, the nodes to watch, and the objectives.
+//! Parsed with unknown keys refused, then checked before any fault is injected.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tandem_core::HumanDuration;
+
+use crate::DrillError;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub target: Target,
+    #[serde(default)]
+    pub workload: Workload,
+    pub fault: Fault,
+    #[serde(default)]
+    pub watch: Watch,
+    #[serde(default)]
+    pub objectives: Objectives,
+    /// Networks beyond loopback that this scenario may touch, e.g. `["10.0.0.0/24"]`.
+    #[serde(default)]
+    pub allow_targets: Vec<String>,
+}
+
+/// What clients use.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// `http://IP:PORT/path`
+    pub http: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Clients, each with one keep-alive connection.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Requests per second over all clients.
+    #[serde(default = "default_rate")]
+    pub rate: u32,
+    #[serde(default = "default_duration")]
+    pub duration: HumanDuration,
+    /// A request slower than this counts as failed.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            concurrency: default_concurrency(),
+            rate: default_rate(),
+            duration: default_duration(),
+            timeout: default_timeout(),
+        }
+    }
+}
+
+fn default_concurrency() -> usize {
+    8
+}
+fn default_rate() -> u32 {
+    400
+}
+fn default_duration() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+fn default_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+fn default_at() -> HumanDuration {
+    HumanDuration::from_secs(3)
+}
+fn default_node() -> String {
+    "primary".into()
+}
+
+/// The fault and when it happens.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// Time after the workload starts.
+    #[serde(default = "default_at")]
+    pub at: HumanDuration,
+    /// A watched node by name, or "primary" (whichever node holds the lease at `at`).
+    #[serde(default = "default_node")]
+    pub node: String,
+    /// How long the fault lasts (sigstop).
+    pub duration: Option<HumanDuration>,
+    /// Switchover target.
+    pub to: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// SIGKILL of the node's tandem process.
+    Sigkill,
+    /// SIGSTOP, then SIGCONT after `duration`.
+    Sigstop,
+    /// SIGTERM: a graceful stop.
+    Graceful,
+    /// A planned switchover through the admin API.
+    Switchover,
+    /// No fault: a baseline run.
+    None,
+}
+
+/// Nodes whose admin APIs are sampled through the drill.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watch {
+    /// Name -> admin API address (`IP:PORT`).
+    #[serde(default)]
+    pub nodes: BTreeMap<String, String>,
+    /// Bearer token file for mutating calls (switchover).
+    pub token_file: Option<String>,
+    /// Other admin APIs (e.g. load balancers) whose events count for detection time.
+    #[serde(default)]
+    pub observers: Vec<String>,
+}
+
+/// What must hold for the drill to pass (exit status 1 otherwise).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objectives {
+    /// Longest time without a successful request.
+    pub rto: Option<HumanDuration>,
+    /// Most failed requests allowed.
+    pub failed_requests: Option<u64>,
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, DrillError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| DrillError::Scenario {
+            file: file.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Scenario, DrillError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|sp| text[..sp.start.min(text.len())].matches('\n').count() + 1);
+            let message = match line {
+                Some(l) => format!("line {l}: {}", e.message()),
+                None => e.message().to_string(),
+            };
+            DrillError::Scenario {
+                file: file.to_string(),
+                message,
+            }
+        })?;
+        s.check().map_err(|message| DrillError::Scenario {
+            file: file.to_string(),
+            message,
+        })?;
+        Ok(s)
+    }
+
+    /// Addresses of the target.
+    pub fn target_addr(&self) -> Result<(String, String), String> {
+        let rest = self
+            .target
+            .http
+            .strip_prefix("http://")
+            .ok_or("target.http must start with http://")?;
+        let (hostport, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let addr: SocketAddr = hostport
+            .parse()
+            .map_err(|_| format!("target.http: {hostport:?} must be IP:PORT"))?;
+        Ok((addr.to_string(), path.to_string()))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let (target, _) = self.target_addr()?;
+        self.allowed(&target, "target.http")?;
+        for (name, addr) in &self.watch.nodes {
+            self.allowed(addr, &format!("watch.nodes.{name}"))?;
+        }
+        for addr in &self.watch.observers {
+            self.allowed(addr, "watch.observers")?;
+        }
+        let w = &self.workload;
+        if w.concurrency == 0 || w.concurrency > 1000 {
+            return Err("workload.concurrency must be between 1 and 1000".into());
+        }
+        if w.rate == 0 || w.rate > 100_000 {
+            return Err("workload.rate must be between 1 and 100000 requests/s".into());
+        }
+        if w.duration.get() > Duration::from_secs(3600) || w.duration.get().is_zero() {
+            return Err("workload.duration must be between 1ms and 1h".into());
+        }
+        let f = &self.fault;
+        if f.kind != FaultKind::None {
+            if f.at.get() >= w.duration.get() {
+                return Err("fault.at must fall inside workload.duration".into());
+            }
+            if f.node != "primary" && !self.watch.nodes.contains_key(&f.node) {
+                return Err(format!("fault.node {:?} is not in [watch] nodes", f.node));
+            }
+            if self.watch.nodes.is_empty() {
+                return Err("a fault needs [watch] nodes to find its target".into());
+            }
+        }
+        match f.kind {
+            FaultKind::Sigstop if f.duration.is_none() => {
+                return Err("fault.duration is needed for sigstop".into())
+            }
+            FaultKind::Switchover => {
+                let to = f.to.as_deref().ok_or("fault.to is needed for switchover")?;
+                if !self.watch.nodes.contains_key(to) {
+                    return Err(format!("fault.to {to:?} is not in [watch] nodes"));
+                }
+                if self.watch.token_file.is_none() {
+                    return Err("a switchover needs watch.token_file".into());
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Loopback always; anything else only inside `allow_targets`.
+    fn allowed(&self, addr: &str, key: &str) -> Result<(), String> {
+        let a: SocketAddr = addr
+            .parse()
+            .map_err(|_| format!("{key}: {addr:?} must be IP:PORT"))?;
+        if a.ip().is_loopback() {
+            return Ok(());
+        }
+        for net in &self.allow_targets {
+            if in_cidr(a.ip(), net)? {
+                return Ok(());
+            }
+        }
+        Err(format!("{key}: {a} is outside loopback and allow_targets"))
+    }
+}
+
+fn in_cidr(ip: IpAddr, cidr: &str) -> Result<bool, String> {
+    let (net, bits) = cidr
+        .split_once('/')
+        .ok_or_else(|| format!("allow_targets: {cidr:?} is not a CIDR"))?;
+    let net: IpAddr = net
+        .parse()
+        .map_err(|_| format!("allow_targets: {cidr:?} is not a CIDR"))?;
+    let bits: u32 = bits
+        .parse()
+        .map_err(|_| format!("allow_targets: {cidr:?} is not a CIDR"))?;
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) if bits <= 32 => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            Ok(u32::from(a) & mask == u32::from(n) & mask)
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) if bits <= 128 => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            Ok(u128::from(a) & mask == u128::from(n) & mask)
+        }
+        _ => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+name = "kill-primary"
+[target]
+http = "http://127.0.0.1:8080/"
+[fault]
+kind = "sigkill"
+at = "2s"
+[watch]
+nodes = { n1 = "127.0.0.1:9101", n2 = "127.0.0.1:9102" }
+[objectives]
+rto = "3s"
+"#;
+
+    fn err(text: &str) -> String {
+        match Scenario::parse("s.toml", text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_scenario_parses_with_defaults() {
+        let s = Scenario::parse("s.toml", OK).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.workload.concurrency, 8);
+        assert_eq!(s.fault.node, "primary");
+        assert_eq!(s.objectives.rto.map(|d| d.get().as_secs()), Some(3));
+    }
+
+    #[test]
+    fn bad_scenarios_are_refused_before_anything_runs() {
+        assert!(
+            err(&OK.replace("kind = \"sigkill\"", "kind = \"sigkill\"\ncolour = 1"))
+                .contains("line 7")
+        );
+        assert!(err(&OK.replace("127.0.0.1:8080", "10.1.1.1:8080")).contains("outside loopback"));
+        assert!(
+            err(&OK.replace("at = \"2s\"", "at = \"20s\"")).contains("inside workload.duration")
+        );
+        assert!(err(&OK.replace("kind = \"sigkill\"", "kind = \"sigstop\""))
+            .contains("duration is needed"));
+        assert!(
+            err(&OK.replace("at = \"2s\"", "at = \"2s\"\nnode = \"n9\""))
+                .contains("not in [watch]")
+        );
+        let allowed = OK
+            .replace("127.0.0.1:8080", "10.1.1.1:8080")
+            .replace("name = ", "allow_targets = [\"10.1.1.0/24\"]\nname = ");
+        assert!(Scenario::parse("s.toml", &allowed).is_ok());
+    }
+}

@@ -1,0 +1,466 @@
+//! `tandem demo`: a whole HA setup on loopback in one command. Three cluster nodes (embedded
+//! Raft) each managing an active-passive demo service, a load balancer with an active-active
+//! pool and an active-passive frontend that follows the lease, then a kill-primary drill with
+//! its report. Killed processes are restarted, as a service manager would. Everything it
+//! started is stopped, and its directory removed, on Ctrl-C or after `--duration`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tandem_core::TaskHandle;
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+use crate::drill_cmd::{self, Verdict};
+
+/// A child process restarted when it dies, until stopped.
+struct Supervised {
+    name: String,
+    stopping: Arc<AtomicBool>,
+    child: Arc<Mutex<Option<Child>>>,
+    _task: TaskHandle,
+}
+
+impl Supervised {
+    fn start(name: &str, exe: &Path, args: Vec<String>, log: PathBuf) -> Supervised {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let child: Arc<Mutex<Option<Child>>> = Arc::new(Mutex::new(None));
+        let (st, ch, exe, n) = (
+            stopping.clone(),
+            child.clone(),
+            exe.to_path_buf(),
+            name.to_string(),
+        );
+        let task = TaskHandle::spawn(async move {
+            // Bounded: a process that keeps dying is restarted at most 100 times.
+            for _ in 0..100u32 {
+                if st.load(Ordering::Relaxed) {
+                    return;
+                }
+                let out = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log);
+                let err = out.as_ref().ok().and_then(|f| f.try_clone().ok());
+                let mut cmd = Command::new(&exe);
+                cmd.args(&args)
+                    .kill_on_drop(true)
+                    .stdin(std::process::Stdio::null());
+                if let (Ok(o), Some(e)) = (out, err) {
+                    cmd.stdout(o).stderr(e);
+                }
+                match cmd.spawn() {
+                    Ok(c) => *ch.lock().await = Some(c),
+                    Err(e) => {
+                        eprintln!("demo: cannot start {n}: {e}");
+                        return;
+                    }
+                }
+                // Wait for it to exit without holding the lock for long.
+                loop {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let mut guard = ch.lock().await;
+                    let Some(c) = guard.as_mut() else { return };
+                    if let Ok(Some(status)) = c.try_wait() {
+                        *guard = None;
+                        if !st.load(Ordering::Relaxed) {
+                            eprintln!("\ndemo: {n} exited ({status}); restarting it in 1 s, as a service manager would");
+                        }
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Supervised {
+            name: name.to_string(),
+            stopping,
+            child,
+            _task: task,
+        }
+    }
+
+    async fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        let mut guard = self.child.lock().await;
+        if let Some(c) = guard.as_mut() {
+            if let Some(pid) = c.id() {
+                terminate(pid as i32);
+                if tokio::time::timeout(Duration::from_secs(5), c.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = c.start_kill();
+                    let _ = c.wait().await;
+                }
+            }
+        }
+        *guard = None;
+    }
+}
+
+#[allow(unsafe_code)]
+fn terminate(pid: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGCONT);
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
+struct Ports {
+    peer: [u16; 3],
+    admin: [u16; 3],
+    svc: [u16; 3],
+    web: [u16; 2],
+    lb_admin: u16,
+    lb_web: u16,
+    lb_app: u16,
+}
+
+impl Ports {
+    fn pick() -> anyhow::Result<Ports> {
+        // Held together until all are chosen, so no two are the same.
+        let mut held = Vec::new();
+        let mut next = || -> anyhow::Result<u16> {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let p = l.local_addr()?.port();
+            held.push(l);
+            Ok(p)
+        };
+        Ok(Ports {
+            peer: [next()?, next()?, next()?],
+            admin: [next()?, next()?, next()?],
+            svc: [next()?, next()?, next()?],
+            web: [next()?, next()?],
+            lb_admin: next()?,
+            lb_web: next()?,
+            lb_app: next()?,
+        })
+    }
+}
+
+fn node_config(i: usize, p: &Ports, dir: &Path) -> String {
+    let peers = (0..3)
+        .map(|j| format!("n{} = \"127.0.0.1:{}\"", j + 1, p.peer[j]))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let d = dir.display();
+    let n = i + 1;
+    format!(
+        r#"# Cluster node n{n}: holds or follows the lease, manages service svc{n}.
+[admin]
+listen = "127.0.0.1:{admin}"
+token_file = "{d}/token"
+
+[node]
+name = "n{n}"
+data_dir = "{d}/n{n}"
+
+[cluster]
+name = "demo"
+listen = "127.0.0.1:{peer}"
+peers = {{ {peers} }}
+lease_ttl = "1s"
+secret_file = "{d}/secret"
+
+[service]
+kind = "command"
+promote = "echo \"$(date +%T) n{n} promoted, fencing token $TANDEM_FENCING_TOKEN\" >> {d}/roles.log"
+demote = "echo \"$(date +%T) n{n} demoted, fencing token $TANDEM_FENCING_TOKEN\" >> {d}/roles.log"
+
+[service.health]
+check = "http"
+url = "http://127.0.0.1:{svc}/healthz"
+interval = "200ms"
+timeout = "300ms"
+"#,
+        admin = p.admin[i],
+        peer = p.peer[i],
+        svc = p.svc[i],
+    )
+}
+
+fn lb_config(p: &Ports) -> String {
+    let app_servers: String = (0..3)
+        .map(|i| {
+            format!(
+                "\n[[backend.server]]\nname = \"svc{}\"\naddress = \"127.0.0.1:{}\"\ncheck_address = \"127.0.0.1:{}\"\n",
+                i + 1,
+                p.svc[i],
+                p.admin[i]
+            )
+        })
+        .collect();
+    format!(
+        r#"# The load balancer: "web" spreads over two servers (active-active); "app" sends traffic
+# only to the service on the node that holds the lease (its health check asks /primary).
+[admin]
+listen = "127.0.0.1:{lb_admin}"
+
+[[frontend]]
+name = "web"
+listen = "127.0.0.1:{lb_web}"
+backend = "web"
+access_log = false
+
+[[frontend]]
+name = "app"
+listen = "127.0.0.1:{lb_app}"
+backend = "app"
+access_log = false
+
+[[backend]]
+name = "web"
+[backend.health]
+check = "http"
+path = "/healthz"
+interval = "200ms"
+fall = 2
+rise = 2
+[[backend.server]]
+name = "web-a"
+address = "127.0.0.1:{wa}"
+[[backend.server]]
+name = "web-b"
+address = "127.0.0.1:{wb}"
+
+[[backend]]
+name = "app"
+retries = 2
+[backend.health]
+check = "http"
+path = "/primary"
+interval = "100ms"
+timeout = "200ms"
+fall = 1
+rise = 1
+{app_servers}"#,
+        lb_admin = p.lb_admin,
+        lb_web = p.lb_web,
+        lb_app = p.lb_app,
+        wa = p.web[0],
+        wb = p.web[1],
+    )
+}
+
+fn scenario(p: &Ports, dir: &Path) -> String {
+    let nodes = (0..3)
+        .map(|i| format!("n{} = \"127.0.0.1:{}\"", i + 1, p.admin[i]))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"name = "kill-primary"
+description = "SIGKILL the primary's agent while clients use the active-passive service"
+
+[target]
+http = "http://127.0.0.1:{app}/"
+
+[workload]
+concurrency = 8
+rate = 400
+duration = "10s"
+timeout = "3s"
+
+[fault]
+kind = "sigkill"
+at = "3s"
+node = "primary"
+
+[watch]
+nodes = {{ {nodes} }}
+token_file = "{d}/token"
+observers = ["127.0.0.1:{lb_admin}"]
+
+[objectives]
+rto = "5s"
+"#,
+        app = p.lb_app,
+        lb_admin = p.lb_admin,
+        d = dir.display()
+    )
+}
+
+/// Run the demo; `Ok(true)` when its drill met its objectives.
+pub async fn run(duration: Option<Duration>, keep: bool, postgres: bool) -> anyhow::Result<bool> {
+    if postgres {
+        anyhow::bail!(
+            "--postgres is not available in this version (PostgreSQL management comes later)"
+        );
+    }
+    let exe = std::env::current_exe().context("finding the tandem binary")?;
+    let dir = std::env::temp_dir().join(format!("tandem-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = run_in(&exe, &dir, duration).await;
+    if keep {
+        println!("kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn run_in(exe: &Path, dir: &Path, duration: Option<Duration>) -> anyhow::Result<bool> {
+    let p = Ports::pick()?;
+    std::fs::write(
+        dir.join("secret"),
+        format!(
+            "demo-secret-{}-{}\n",
+            std::process::id(),
+            tandem_core::clock::unix_millis()
+        ),
+    )?;
+    std::fs::write(
+        dir.join("token"),
+        format!(
+            "demo-token-{}-{}\n",
+            tandem_core::clock::unix_millis(),
+            std::process::id()
+        ),
+    )?;
+    let mut procs = Vec::new();
+    let backend = |name: &str, port: u16| {
+        Supervised::start(
+            name,
+            exe,
+            vec![
+                "demo-backend".into(),
+                "--name".into(),
+                name.into(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+            ],
+            dir.join(format!("{name}.log")),
+        )
+    };
+    for i in 0..3 {
+        procs.push(backend(&format!("svc{}", i + 1), p.svc[i]));
+    }
+    procs.push(backend("web-a", p.web[0]));
+    procs.push(backend("web-b", p.web[1]));
+    for i in 0..3 {
+        let cfg = dir.join(format!("n{}.toml", i + 1));
+        std::fs::write(&cfg, node_config(i, &p, dir))?;
+        let args = vec!["run".into(), "--config".into(), cfg.display().to_string()];
+        procs.push(Supervised::start(
+            &format!("n{}", i + 1),
+            exe,
+            args,
+            dir.join(format!("n{}.log", i + 1)),
+        ));
+    }
+    let lb = dir.join("lb.toml");
+    std::fs::write(&lb, lb_config(&p))?;
+    procs.push(Supervised::start(
+        "lb",
+        exe,
+        vec!["run".into(), "--config".into(), lb.display().to_string()],
+        dir.join("lb.log"),
+    ));
+    let scenario_path = dir.join("kill-primary.toml");
+    std::fs::write(&scenario_path, scenario(&p, dir))?;
+
+    let outcome = demo_body(&p, dir, &scenario_path, duration).await;
+    println!("\nstopping {} processes...", procs.len());
+    for s in procs.iter().rev() {
+        s.stop().await;
+        tracing::debug!(name = %s.name, "stopped");
+    }
+    outcome
+}
+
+async fn demo_body(
+    p: &Ports,
+    dir: &Path,
+    scenario_path: &Path,
+    duration: Option<Duration>,
+) -> anyhow::Result<bool> {
+    let admins: Vec<String> = p.admin.iter().map(|a| format!("127.0.0.1:{a}")).collect();
+    println!(
+        "tandem demo: everything runs on 127.0.0.1, files in {}",
+        dir.display()
+    );
+    println!(
+        "  cluster nodes n1 n2 n3 (embedded Raft, lease ttl 1s), admin APIs: {}",
+        admins.join(", ")
+    );
+    println!(
+        "  managed active-passive service svc1..3 on ports {} {} {}",
+        p.svc[0], p.svc[1], p.svc[2]
+    );
+    println!(
+        "  load balancer admin API:  http://127.0.0.1:{}/status",
+        p.lb_admin
+    );
+    println!("  active-active (web):      http://127.0.0.1:{}/", p.lb_web);
+    println!(
+        "  active-passive (app):     http://127.0.0.1:{}/   (follows the lease)",
+        p.lb_app
+    );
+    println!("  try: tandem ctl --admin 127.0.0.1:{} status", p.admin[0]);
+    println!("waiting for the cluster to elect a primary...");
+    let deadline = tandem_core::clock::now() + Duration::from_secs(60);
+    loop {
+        let nodes = p
+            .admin
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("n{}", i + 1), format!("127.0.0.1:{a}")))
+            .collect();
+        let primary = tandem_drill::fault::current_primary(&nodes).await;
+        let app_up = tandem_drill::client::get_json(
+            &format!("127.0.0.1:{}", p.lb_app),
+            "/",
+            Duration::from_secs(1),
+        )
+        .await
+        .is_some()
+            || matches!(
+                tandem_drill::client::Conn::new(&format!("127.0.0.1:{}", p.lb_app))
+                    .request("GET", "/", None, Duration::from_secs(1))
+                    .await,
+                tandem_drill::client::Outcome::Status(200, _)
+            );
+        if let (Some(pr), true) = (primary, app_up) {
+            println!("primary: {pr}; the load balancer routes the app to it");
+            break;
+        }
+        if tandem_core::clock::now() > deadline {
+            anyhow::bail!(
+                "the demo cluster did not come up in 60 s; see the logs in {}",
+                dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = drill_cmd::load(&scenario_path.to_path_buf()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "\nrunning the kill-primary drill (scenario {}):",
+        scenario_path.display()
+    );
+    let html = dir.join("report.html");
+    let json = dir.join("report.json");
+    let verdict = drill_cmd::run(&s, 1, Some(&json), Some(&html)).await?;
+    let roles = std::fs::read_to_string(dir.join("roles.log")).unwrap_or_default();
+    println!("\nrole changes (from the promote/demote hooks):\n{roles}");
+    match duration {
+        Some(d) => {
+            println!(
+                "the demo keeps running for {}s (--duration)...",
+                d.as_secs()
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        None => {
+            println!("the demo keeps running: press Ctrl-C to stop it and remove everything");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    Ok(matches!(verdict, Verdict::Passed))
+}
