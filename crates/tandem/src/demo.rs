@@ -436,7 +436,7 @@ async fn demo_body(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let s = drill_cmd::load(&scenario_path.to_path_buf()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let s = drill_cmd::load(scenario_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
         "\nrunning the kill-primary drill (scenario {}):",
         scenario_path.display()

@@ -1,6 +1,6 @@
 //! `tandem drill`: run a scenario file, repeat it, print the summary, write JSON and HTML.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -84,6 +84,6 @@ async fn recovered(s: &Scenario) -> anyhow::Result<()> {
 }
 
 /// Load a scenario, mapping a bad file to exit status 2.
-pub fn load(path: &PathBuf) -> Result<Scenario, DrillError> {
+pub fn load(path: &Path) -> Result<Scenario, DrillError> {
     Scenario::load(path)
 }
