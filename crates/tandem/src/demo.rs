@@ -49,6 +49,7 @@ impl Supervised {
                 cmd.args(&args)
                     .kill_on_drop(true)
                     .stdin(std::process::Stdio::null());
+                die_with_parent(&mut cmd);
                 if let (Ok(o), Some(e)) = (out, err) {
                     cmd.stdout(o).stderr(e);
                 }
@@ -99,6 +100,18 @@ impl Supervised {
             }
         }
         *guard = None;
+    }
+}
+
+/// Children die with the demo, even when it is SIGKILLed.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: only async-signal-safe calls (prctl) run between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
     }
 }
 
@@ -454,13 +467,28 @@ async fn demo_body(
             );
             tokio::select! {
                 _ = tokio::time::sleep(d) => {}
-                _ = tokio::signal::ctrl_c() => {}
+                _ = stop_signal() => {}
             }
         }
         None => {
             println!("the demo keeps running: press Ctrl-C to stop it and remove everything");
-            let _ = tokio::signal::ctrl_c().await;
+            stop_signal().await;
         }
     }
     Ok(matches!(verdict, Verdict::Passed))
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
