@@ -56,6 +56,8 @@ pub fn start_node(config: &str) -> Node {
     Node::start(bin(), config, &["web"], Some(TOKEN))
 }
 
+#[allow(unused_imports)]
 pub use tandem_testkit::tandem::{DemoBackend, Node};
 /// Poll with a deadline (re-exported for brevity).
+#[allow(unused_imports)]
 pub use tandem_testkit::wait_until;
