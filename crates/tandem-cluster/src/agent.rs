@@ -415,7 +415,10 @@ impl<D: Dcs> Agent<D> {
                         tokio::time::timeout(limit, dcs.write(Command::Renew { node: me, token }))
                             .await;
                     let (result, ev) = match r {
-                        Ok(Ok(o)) if o.ok => ("ok", Event::Renewed { sent_at: now }),
+                        Ok(Ok(o)) if o.ok => {
+                            dcs.prefer_leadership();
+                            ("ok", Event::Renewed { sent_at: now })
+                        }
                         Ok(Ok(_)) => (
                             "refused",
                             Event::RenewFailed("the lease is no longer ours".into()),
@@ -686,5 +689,40 @@ async fn check_service(h: crate::config::ServiceHealth, tx: mpsc::UnboundedSende
             }
         }
         delay = engine.next_interval(h.interval.get());
+    }
+}
+
+/// Start an agent whose lease lives in etcd (`dcs = "etcd"`). Builds without the `etcd`
+/// feature answer with an error, and so does validation, so the two always agree.
+pub async fn start_on_etcd(
+    node: NodeConfig,
+    cluster: ClusterConfig,
+    service: Option<ServiceConfig>,
+    api: Option<SocketAddr>,
+    events: EventBus,
+    metrics: ClusterMetrics,
+    shutdown: Shutdown,
+) -> Result<AgentHandle, String> {
+    #[cfg(feature = "etcd")]
+    {
+        let timeout = cluster.lease_ttl.get() / 2;
+        let dcs = crate::etcd::EtcdDcs::connect(&cluster.etcd_endpoints, &cluster.name, timeout)
+            .await
+            .map_err(|e| format!("etcd: {e}"))?;
+        Ok(Agent::start(AgentParts {
+            node,
+            cluster,
+            service,
+            dcs: Arc::new(dcs),
+            api,
+            events,
+            metrics,
+            shutdown,
+        }))
+    }
+    #[cfg(not(feature = "etcd"))]
+    {
+        let _ = (node, cluster, service, api, events, metrics, shutdown);
+        Err("this build has no etcd backend (build with --features etcd)".to_string())
     }
 }

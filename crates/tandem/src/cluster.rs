@@ -72,7 +72,24 @@ impl ClusterRuntime {
                     raft: Some(dcs),
                 }))
             }
-            DcsKind::Etcd => start_etcd(config, api, events, metrics, shutdown).await,
+            DcsKind::Etcd => {
+                let handle = tandem_cluster::agent::start_on_etcd(
+                    node.clone(),
+                    cluster.clone(),
+                    config.service.clone(),
+                    api,
+                    events.clone(),
+                    metrics,
+                    shutdown.clone(),
+                )
+                .await
+                .map_err(anyhow::Error::msg)?;
+                Ok(Some(ClusterRuntime {
+                    handle,
+                    shutdown,
+                    raft: None,
+                }))
+            }
         }
     }
 
@@ -84,48 +101,4 @@ impl ClusterRuntime {
             r.stop().await;
         }
     }
-}
-
-#[cfg(feature = "etcd")]
-async fn start_etcd(
-    config: &Config,
-    api: Option<SocketAddr>,
-    events: &EventBus,
-    metrics: ClusterMetrics,
-    shutdown: Shutdown,
-) -> anyhow::Result<Option<ClusterRuntime>> {
-    let (Some(node), Some(cluster)) = (&config.node, &config.cluster) else {
-        return Ok(None);
-    };
-    let timeout = cluster.lease_ttl.get() / 2;
-    let dcs =
-        tandem_cluster::etcd::EtcdDcs::connect(&cluster.etcd_endpoints, &cluster.name, timeout)
-            .await
-            .map_err(|e| anyhow::anyhow!("etcd: {e}"))?;
-    let handle = Agent::start(AgentParts {
-        node: node.clone(),
-        cluster: cluster.clone(),
-        service: config.service.clone(),
-        dcs: Arc::new(dcs),
-        api,
-        events: events.clone(),
-        metrics,
-        shutdown: shutdown.clone(),
-    });
-    Ok(Some(ClusterRuntime {
-        handle,
-        shutdown,
-        raft: None,
-    }))
-}
-
-#[cfg(not(feature = "etcd"))]
-async fn start_etcd(
-    _config: &Config,
-    _api: Option<SocketAddr>,
-    _events: &EventBus,
-    _metrics: ClusterMetrics,
-    _shutdown: Shutdown,
-) -> anyhow::Result<Option<ClusterRuntime>> {
-    anyhow::bail!("this build has no etcd backend (build with --features etcd)")
 }

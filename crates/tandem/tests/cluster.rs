@@ -359,20 +359,31 @@ fall = 2
 fn a_node_with_an_empty_data_dir_rejoins() {
     let mut c = cluster(3, |_| String::new());
     let p = c.wait_primary(&[0, 1, 2]);
+    c.wait_formed();
     let victim = c.others(p)[0];
     c.nodes[victim].proc.kill();
     std::fs::remove_dir_all(c.nodes[victim].dir.path().join("data"))
         .unwrap_or_else(|e| panic!("{e}"));
     c.nodes[victim].restart(bin());
     let name = format!("n{}", victim + 1);
-    assert!(wait_until(T, || {
-        let st = c.nodes[victim].get_json("/cluster");
-        st["lease_holder"] == format!("n{}", p + 1).as_str()
-            && st["members"].as_array().is_some_and(|m| {
+    // It catches up: it sees the lease holder the others see, and they see it alive.
+    let ok = wait_until(T, || {
+        let mine = c.nodes[victim].get_json("/cluster");
+        let theirs = c.nodes[p].get_json("/cluster");
+        mine["lease_holder"].is_string()
+            && mine["lease_holder"] == theirs["lease_holder"]
+            && theirs["members"].as_array().is_some_and(|m| {
                 m.iter()
                     .any(|m| m["name"] == name.as_str() && m["alive"] == true)
             })
-    }));
+    });
+    assert!(
+        ok,
+        "victim {name}: {}; n{}: {}",
+        c.nodes[victim].get_json("/cluster"),
+        p + 1,
+        c.nodes[p].get_json("/cluster")
+    );
 }
 
 #[test]

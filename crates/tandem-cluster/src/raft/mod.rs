@@ -59,6 +59,8 @@ pub struct RaftDcs {
     election_max: Duration,
     /// Bound on one write: a leader that lost its quorum would otherwise wait forever.
     write_timeout: Duration,
+    /// Last time this node asked for Raft leadership (at most once per election timeout).
+    last_elect: std::sync::Mutex<Option<tandem_core::clock::Instant>>,
     _server: TaskHandle,
 }
 
@@ -128,6 +130,18 @@ impl RaftDcs {
             }
         });
 
+        // A Raft core that stopped on a fatal error leaves the node unable to renew or take a
+        // lease forever: exit, so the service manager restarts the node from its data dir.
+        let mut watch = raft.metrics();
+        tokio::spawn(async move {
+            while watch.changed().await.is_ok() {
+                let fatal = watch.borrow().running_state.clone();
+                if let Err(e) = fatal {
+                    tracing::error!(error = %e, "the raft core stopped: exiting so that the node is restarted");
+                    std::process::exit(70);
+                }
+            }
+        });
         if !raft.is_initialized().await.map_err(|e| e.to_string())? {
             let members: BTreeMap<NodeId, BasicNode> = parts
                 .peers
@@ -146,6 +160,7 @@ impl RaftDcs {
             me,
             election_max: Duration::from_millis(heartbeat * 10),
             write_timeout,
+            last_elect: std::sync::Mutex::new(None),
             _server: server,
         }))
     }
@@ -203,6 +218,28 @@ impl Dcs for RaftDcs {
             }
             Err(e) => Err(DcsError::Other(e.to_string())),
         }
+    }
+
+    fn prefer_leadership(&self) {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader || m.current_leader.is_none() {
+            return;
+        }
+        let now = tandem_core::clock::now();
+        if let Ok(mut last) = self.last_elect.lock() {
+            if last.is_some_and(|t| now.duration_since(t) < self.election_max) {
+                return;
+            }
+            *last = Some(now);
+        }
+        // The lease holder's log is current (its renewals just committed), so it wins the
+        // election; afterwards a replica's death never takes the Raft leader with it.
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            if let Err(e) = raft.trigger().elect().await {
+                tracing::debug!(error = %e, "asking for raft leadership failed");
+            }
+        });
     }
 
     fn has_quorum(&self) -> bool {
