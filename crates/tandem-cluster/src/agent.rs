@@ -450,18 +450,24 @@ impl<D: Dcs> Agent<D> {
                 });
             }
             Action::Promote { token, reason } => {
-                let previous = self.last_holder.clone();
-                let switchover = self
+                // Planned (a switchover to us was pending) or a failover from another holder.
+                let planned = self
                     .engine
                     .view()
-                    .and_then(|v| v.switchover.clone())
-                    .is_some()
-                    || previous.as_deref().is_some_and(|p| p != me);
+                    .is_some_and(|v| v.switchover.as_deref() == Some(me.as_str()));
+                let took_over = self.last_holder.as_deref().is_some_and(|p| p != me);
                 self.set_role(self.engine.role());
                 self.parts.metrics.fencing_token.set(token as i64);
-                if switchover {
+                if planned {
+                    self.parts.metrics.switchovers.inc();
+                } else if took_over {
                     self.parts.metrics.failovers.inc();
                 }
+                let reason = if planned {
+                    format!("{reason} (switchover)")
+                } else {
+                    reason
+                };
                 let why = format!("{reason}; fencing token {token}");
                 self.parts.events.emit("promoted", "cluster", &me, why);
                 let _ = self.hooks.send((Hook::Promote, Some(token)));

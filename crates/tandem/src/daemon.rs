@@ -89,10 +89,16 @@ impl Reloader {
 
 /// Run the daemon until a stop signal; `Err` means it could not start.
 pub fn run(path: &Path, config: Config) -> anyhow::Result<()> {
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.runtime.threads {
-        rt.worker_threads(n);
-    }
+    // One thread: a current-thread runtime, without the work-stealing scheduler's overhead.
+    let mut rt = match config.runtime.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let rt = rt
         .enable_all()
         .thread_name("tandem")
