@@ -191,6 +191,10 @@ pub struct AgentParts<D> {
     pub events: EventBus,
     pub metrics: ClusterMetrics,
     pub shutdown: Shutdown,
+    /// Failsafe confirmations this member gives (always) and asks for (`failsafe = true`).
+    pub board: Arc<crate::failsafe::Board>,
+    /// The cluster secret, for failsafe confirmation requests.
+    pub secret: Arc<str>,
 }
 
 /// The agent task.
@@ -281,6 +285,7 @@ impl<D: Dcs> Agent<D> {
         // Reads and ticks follow a fixed schedule, whatever else arrives meanwhile.
         let tick = (self.parts.cluster.lease_ttl.get() / 10).max(Duration::from_millis(10));
         let mut next_tick = clock::now();
+        let mut last_confirmed = None;
         loop {
             let now = clock::now();
             let deadline = self.engine.next_deadline(now).min(next_tick);
@@ -290,7 +295,13 @@ impl<D: Dcs> Agent<D> {
                         next_tick = clock::now() + tick;
                         self.start_read();
                     }
-                    Event::Tick
+                    match self.parts.board.confirmed() {
+                        Some(at) if Some(at) != last_confirmed => {
+                            last_confirmed = Some(at);
+                            Event::FailsafeConfirmed(at)
+                        }
+                        _ => Event::Tick,
+                    }
                 }
                 msg = rx.recv() => match msg {
                     Some(Msg::Read(Ok(state))) => {
@@ -409,12 +420,30 @@ impl<D: Dcs> Agent<D> {
                     self.tx.clone(),
                     self.parts.metrics.clone(),
                 );
+                let failsafe = self.parts.cluster.failsafe.then(|| {
+                    (
+                        self.parts.cluster.peers.clone(),
+                        self.parts.secret.clone(),
+                        self.parts.cluster.lease_ttl.get(),
+                    )
+                });
+                // In failsafe mode a store that does not answer is noticed within one renewal
+                // interval, leaving time to ask the members instead.
+                let limit = match &failsafe {
+                    Some((_, _, ttl)) => *ttl / 4,
+                    None => limit,
+                };
                 tokio::spawn(async move {
                     let started = clock::now();
-                    let r =
-                        tokio::time::timeout(limit, dcs.write(Command::Renew { node: me, token }))
-                            .await;
-                    let (result, ev) = match r {
+                    let r = tokio::time::timeout(
+                        limit,
+                        dcs.write(Command::Renew {
+                            node: me.clone(),
+                            token,
+                        }),
+                    )
+                    .await;
+                    let (mut result, mut ev) = match r {
                         Ok(Ok(o)) if o.ok => {
                             dcs.prefer_leadership();
                             ("ok", Event::Renewed { sent_at: now })
@@ -426,6 +455,18 @@ impl<D: Dcs> Agent<D> {
                         Ok(Err(e)) => ("error", Event::RenewFailed(e.to_string())),
                         Err(_) => ("timeout", Event::RenewFailed("timeout".into())),
                     };
+                    if let (Some((peers, secret, ttl)), "error" | "timeout") = (&failsafe, result) {
+                        let sent = clock::now();
+                        let claim = crate::failsafe::Claim {
+                            leader: me.clone(),
+                            token,
+                        };
+                        if crate::failsafe::confirm_all(peers, &me, secret, &claim, *ttl / 8).await
+                        {
+                            result = "failsafe";
+                            ev = Event::Renewed { sent_at: sent };
+                        }
+                    }
                     m.renewals
                         .get_or_create(&ResultLabel {
                             result: result.into(),
@@ -501,6 +542,13 @@ impl<D: Dcs> Agent<D> {
         if let Ok(mut s) = self.shared.lock() {
             s.role = role;
         }
+        let holder = self
+            .engine
+            .view()
+            .and_then(|v| v.lease.as_ref().map(|l| (l.holder.clone(), l.token)));
+        self.parts
+            .board
+            .update(matches!(role, Role::Primary { .. }), holder);
         self.parts
             .metrics
             .is_primary
@@ -698,8 +746,10 @@ async fn check_service(h: crate::config::ServiceHealth, tx: mpsc::UnboundedSende
     }
 }
 
-/// Start an agent whose lease lives in etcd (`dcs = "etcd"`). Builds without the `etcd`
-/// feature answer with an error, and so does validation, so the two always agree.
+/// Start an agent whose lease lives in etcd (`dcs = "etcd"`), with the peer listener that
+/// failsafe confirmations use. Builds without the `etcd` feature answer with an error, and so
+/// does validation, so the two always agree.
+#[allow(clippy::too_many_arguments)]
 pub async fn start_on_etcd(
     node: NodeConfig,
     cluster: ClusterConfig,
@@ -708,27 +758,50 @@ pub async fn start_on_etcd(
     events: EventBus,
     metrics: ClusterMetrics,
     shutdown: Shutdown,
-) -> Result<AgentHandle, String> {
+    secret: Arc<str>,
+) -> Result<(AgentHandle, TaskHandle), String> {
     #[cfg(feature = "etcd")]
     {
         let timeout = cluster.lease_ttl.get() / 2;
         let dcs = crate::etcd::EtcdDcs::connect(&cluster.etcd_endpoints, &cluster.name, timeout)
             .await
             .map_err(|e| format!("etcd: {e}"))?;
-        Ok(Agent::start(AgentParts {
+        let board = Arc::new(crate::failsafe::Board::default());
+        let listen: SocketAddr = cluster
+            .listen
+            .parse()
+            .map_err(|_| "cluster.listen is not an address".to_string())?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen} for peers: {e}"))?;
+        tracing::info!(component = "cluster", addr = %listen, "listening");
+        let app = crate::failsafe::router(board.clone(), secret.clone(), metrics.clone());
+        let stop = shutdown.clone();
+        let server = TaskHandle::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.wait().await })
+                .await;
+        });
+        let dcs = Arc::new(dcs);
+        let handle = Agent::start(AgentParts {
             node,
             cluster,
             service,
-            dcs: Arc::new(dcs),
+            dcs,
             api,
             events,
             metrics,
             shutdown,
-        }))
+            board,
+            secret,
+        });
+        Ok((handle, server))
     }
     #[cfg(not(feature = "etcd"))]
     {
-        let _ = (node, cluster, service, api, events, metrics, shutdown);
+        let _ = (
+            node, cluster, service, api, events, metrics, shutdown, secret,
+        );
         Err("this build has no etcd backend (build with --features etcd)".to_string())
     }
 }

@@ -45,6 +45,9 @@ pub struct ClusterConfig {
     pub safety_margin: Option<HumanDuration>,
     /// File with the shared secret that authenticates peer traffic.
     pub secret_file: PathBuf,
+    /// Keep the primary through a store outage while every other member confirms it directly.
+    #[serde(default)]
+    pub failsafe: bool,
 }
 
 /// Which consensus store holds the lease.

@@ -53,6 +53,9 @@ pub enum Event {
     ReleaseDone,
     /// The managed service's health changed.
     Health(bool),
+    /// (Failsafe mode) this member confirmed the lease holder's claim at this instant: it
+    /// counts as a renewal seen.
+    FailsafeConfirmed(Instant),
 }
 
 /// What the agent must do.
@@ -108,6 +111,8 @@ pub struct LeaseEngine {
     seen: BTreeMap<String, (u64, Instant)>,
     /// A compare-and-set lost: our view is stale, wait for a fresh read before trying again.
     stale_view: bool,
+    /// Last failsafe confirmation this member gave the lease holder.
+    failsafe_seen: Option<Instant>,
 }
 
 impl LeaseEngine {
@@ -122,6 +127,7 @@ impl LeaseEngine {
             last_renew_sent: None,
             seen: BTreeMap::new(),
             stale_view: false,
+            failsafe_seen: None,
         }
     }
 
@@ -199,6 +205,9 @@ impl LeaseEngine {
                 }
             }
             Event::Health(h) => self.healthy = h,
+            Event::FailsafeConfirmed(at) => {
+                self.failsafe_seen = Some(self.failsafe_seen.map_or(at, |t| t.max(at)));
+            }
         }
         self.step(now, &mut actions);
         actions
@@ -322,7 +331,7 @@ impl LeaseEngine {
         // When the lease became free by this node's judgement.
         let free_since = match &view.lease {
             None => obs.since,
-            Some(_) => obs.since + self.cfg.ttl,
+            Some(_) => obs.since.max(self.failsafe_seen.unwrap_or(obs.since)) + self.cfg.ttl,
         };
         if now < free_since {
             return;

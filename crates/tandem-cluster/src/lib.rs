@@ -9,6 +9,7 @@ pub mod config;
 pub mod dcs;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod failsafe;
 pub mod hooks;
 pub mod lease;
 pub mod metrics;

@@ -358,6 +358,7 @@ impl RaftCluster {
                 secret: "conformance-test-secret-0123456789".into(),
                 metrics: ClusterMetrics::register(&mut Default::default()),
                 shutdown: shutdown.clone(),
+                extra: axum::Router::new(),
             };
             let dcs = RaftDcs::start(parts)
                 .await

@@ -19,6 +19,7 @@ pub struct ClusterRuntime {
     pub handle: AgentHandle,
     shutdown: Shutdown,
     raft: Option<Arc<RaftDcs>>,
+    _peer_server: Option<tandem_core::TaskHandle>,
 }
 
 impl ClusterRuntime {
@@ -40,19 +41,26 @@ impl ClusterRuntime {
         }
         let metrics = ClusterMetrics::register(registry);
         let shutdown = Shutdown::new();
-        let secret = read_secret(&cluster.secret_file).map_err(anyhow::Error::msg)?;
-        let listen: SocketAddr = cluster.listen.parse().context("cluster.listen")?;
+        let secret: Arc<str> =
+            Arc::from(read_secret(&cluster.secret_file).map_err(anyhow::Error::msg)?);
         match cluster.dcs {
             DcsKind::Raft => {
+                let listen: SocketAddr = cluster.listen.parse().context("cluster.listen")?;
+                let board = Arc::new(tandem_cluster::failsafe::Board::default());
                 let dcs = RaftDcs::start(RaftParts {
                     node: node.name.clone(),
                     data_dir: node.data_dir.clone(),
                     listen,
                     peers: cluster.peers.clone(),
                     lease_ttl: cluster.lease_ttl.get(),
-                    secret,
+                    secret: secret.to_string(),
                     metrics: metrics.clone(),
                     shutdown: shutdown.clone(),
+                    extra: tandem_cluster::failsafe::router(
+                        board.clone(),
+                        secret.clone(),
+                        metrics.clone(),
+                    ),
                 })
                 .await
                 .map_err(anyhow::Error::msg)?;
@@ -65,15 +73,18 @@ impl ClusterRuntime {
                     events: events.clone(),
                     metrics,
                     shutdown: shutdown.clone(),
+                    board,
+                    secret,
                 });
                 Ok(Some(ClusterRuntime {
                     handle,
                     shutdown,
                     raft: Some(dcs),
+                    _peer_server: None,
                 }))
             }
             DcsKind::Etcd => {
-                let handle = tandem_cluster::agent::start_on_etcd(
+                let (handle, server) = tandem_cluster::agent::start_on_etcd(
                     node.clone(),
                     cluster.clone(),
                     config.service.clone(),
@@ -81,6 +92,7 @@ impl ClusterRuntime {
                     events.clone(),
                     metrics,
                     shutdown.clone(),
+                    secret,
                 )
                 .await
                 .map_err(anyhow::Error::msg)?;
@@ -88,6 +100,7 @@ impl ClusterRuntime {
                     handle,
                     shutdown,
                     raft: None,
+                    _peer_server: Some(server),
                 }))
             }
         }

@@ -498,3 +498,41 @@ fn etcd_backend_fails_over_and_demotes_when_etcd_is_gone() {
     watch.retarget(&format!("n{}", p + 1), c.nodes[p].admin());
     assert_safe(&watch.stop());
 }
+
+/// Failsafe mode: through an etcd outage the primary stays while every member confirms it,
+/// and steps down as soon as one member cannot.
+#[cfg(feature = "etcd")]
+#[test]
+fn failsafe_keeps_the_primary_through_a_store_outage_only_while_all_members_confirm() {
+    let etcd = tandem_testkit::etcd::Etcd::start();
+    let extra = format!(
+        "dcs = \"etcd\"\netcd_endpoints = [\"{}\"]\nfailsafe = true",
+        etcd.endpoint
+    );
+    let mut c = cluster(3, |_| extra.clone());
+    let p = c.wait_primary(&[0, 1, 2]);
+    c.wait_formed();
+    let watch = c.watch();
+    etcd.proc.stop();
+    for _ in 0..(3 * TTL_MS / 100) {
+        assert!(
+            c.is_primary(p),
+            "the primary stepped down although every member confirmed it"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let gone = c.others(p)[0];
+    c.nodes[gone].proc.kill();
+    assert!(
+        wait_until(T, || !c.is_primary(p)),
+        "still primary without every member's confirmation"
+    );
+    etcd.proc.cont();
+    c.wait_primary(&c.others(gone));
+    let m = c.nodes[p].metrics();
+    assert!(
+        m.contains("tandem_cluster_lease_renewals_total{result=\"failsafe\"}"),
+        "{m}"
+    );
+    assert_safe(&watch.stop());
+}

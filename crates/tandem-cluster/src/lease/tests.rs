@@ -334,3 +334,19 @@ fn a_lost_compare_and_set_waits_for_a_fresh_read() {
         .handle(t0 + ms(3), Event::Observed(held("n1", 1, 1)))
         .is_empty());
 }
+
+#[test]
+fn a_failsafe_confirmation_counts_as_a_renewal_seen() {
+    let t0 = Instant::now();
+    let mut e = engine("n2", 100);
+    e.handle(t0, Event::Observed(held("n1", 1, 5)));
+    // The store is out; n1 asked, n2 confirmed at t0 + 900ms.
+    e.handle(t0 + ms(900), Event::FailsafeConfirmed(t0 + ms(900)));
+    assert!(e.handle(t0 + TTL + ms(100), Event::Tick).is_empty());
+    assert_eq!(
+        e.handle(t0 + ms(900) + TTL, Event::Tick),
+        vec![Action::Acquire {
+            expected_version: 5
+        }]
+    );
+}

@@ -2,7 +2,7 @@
 //! with the cluster secret. Every member is a voter; the cluster is formed from the configured
 //! peer list on first start.
 
-mod network;
+pub mod peer;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,7 +26,7 @@ use tandem_core::{Shutdown, TaskHandle};
 use crate::dcs::{Dcs, DcsError};
 use crate::metrics::{ClusterMetrics, ReasonLabel};
 use crate::state::{ClusterState, Command, Outcome};
-use network::{PeerClient, AUTH_HEADER};
+use peer::{PeerClient, AUTH_HEADER};
 use store::SmData;
 
 pub type NodeId = u64;
@@ -48,6 +48,8 @@ pub struct RaftParts {
     pub secret: String,
     pub metrics: ClusterMetrics,
     pub shutdown: Shutdown,
+    /// More peer endpoints served on the same address (failsafe confirmations).
+    pub extra: Router,
 }
 
 /// The embedded Raft store.
@@ -100,7 +102,7 @@ impl RaftDcs {
         let sm = store::StateMachine::load(db)?;
         let sm_data = sm.data.clone();
         let secret: Arc<str> = Arc::from(parts.secret.as_str());
-        let network = network::Network {
+        let network = peer::Network {
             secret: secret.clone(),
         };
         let raft = Raft::new(me, Arc::new(config), network, log, sm)
@@ -119,7 +121,8 @@ impl RaftDcs {
             secret: secret.clone(),
             metrics: parts.metrics.clone(),
             write_timeout,
-        });
+        })
+        .merge(parts.extra);
         let stop = parts.shutdown.clone();
         let server = TaskHandle::spawn(async move {
             let r = axum::serve(listener, app)
@@ -280,7 +283,7 @@ fn accept<T: DeserializeOwned>(
     body: &Bytes,
 ) -> Result<T, Box<Response>> {
     let auth = headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok());
-    if let Err(why) = network::verify(&ctx.secret, auth, path, body) {
+    if let Err(why) = peer::verify(&ctx.secret, auth, path, body) {
         ctx.metrics
             .peer_rejected
             .get_or_create(&ReasonLabel {

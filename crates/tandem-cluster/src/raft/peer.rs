@@ -25,7 +25,7 @@ use sha2::Sha256;
 
 use super::{NodeId, TypeConfig};
 
-pub(crate) const AUTH_HEADER: &str = "x-tandem-auth";
+pub const AUTH_HEADER: &str = "x-tandem-auth";
 /// Signed messages older or newer than this are refused (hosts' wall clocks may differ a bit).
 const MAX_SKEW_MS: i64 = 300_000;
 
@@ -42,7 +42,7 @@ fn mac(secret: &str, ts: &str, path: &str, body: &[u8]) -> Option<HmacSha256> {
 }
 
 /// The value of the auth header for a message.
-pub(crate) fn sign(secret: &str, path: &str, body: &[u8]) -> String {
+pub fn sign(secret: &str, path: &str, body: &[u8]) -> String {
     let ts = tandem_core::clock::unix_millis().to_string();
     let tag = mac(secret, &ts, path, body)
         .map(|m| m.finalize().into_bytes().to_vec())
@@ -51,7 +51,7 @@ pub(crate) fn sign(secret: &str, path: &str, body: &[u8]) -> String {
 }
 
 /// Check a message's auth header; `Err` says why it is refused.
-pub(crate) fn verify(
+pub fn verify(
     secret: &str,
     header: Option<&str>,
     path: &str,
@@ -86,7 +86,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 // ===== impl PeerClient =====
 
 /// Pooled HTTP connections to one peer.
-pub(crate) struct PeerClient {
+pub struct PeerClient {
     addr: String,
     secret: Arc<str>,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
@@ -94,7 +94,7 @@ pub(crate) struct PeerClient {
 
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum CallError {
+pub enum CallError {
     #[error("cannot reach {0}: {1}")]
     Unreachable(String, String),
     #[error("{0}")]
@@ -102,7 +102,7 @@ pub(crate) enum CallError {
 }
 
 impl PeerClient {
-    pub(crate) fn new(addr: String, secret: Arc<str>) -> Self {
+    pub fn new(addr: String, secret: Arc<str>) -> Self {
         Self {
             addr,
             secret,
@@ -111,7 +111,7 @@ impl PeerClient {
     }
 
     /// POST a signed JSON message and parse the JSON answer.
-    pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         path: &str,
         req: &Req,
