@@ -138,10 +138,14 @@ impl RaftDcs {
         let mut watch = raft.metrics();
         tokio::spawn(async move {
             while watch.changed().await.is_ok() {
-                let fatal = watch.borrow().running_state.clone();
-                if let Err(e) = fatal {
-                    tracing::error!(error = %e, "the raft core stopped: exiting so that the node is restarted");
-                    std::process::exit(70);
+                let state = watch.borrow().running_state.clone();
+                match state {
+                    // `Stopped` is our own shutdown.
+                    Ok(()) | Err(openraft::error::Fatal::Stopped) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "the raft core stopped: exiting so that the node is restarted");
+                        std::process::exit(70);
+                    }
                 }
             }
         });
