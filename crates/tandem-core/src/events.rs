@@ -2,15 +2,17 @@
 //! is one event, fed to logs, metrics, the event log API and alerts.
 
 use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::clock;
 
 /// One state change, with the reason it happened.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Event {
     /// Sequence number, increasing per process.
     pub seq: u64,
@@ -38,6 +40,43 @@ pub struct EventBus {
 struct Inner {
     tx: broadcast::Sender<Event>,
     recent: Mutex<(u64, VecDeque<Event>)>,
+    /// Where events are kept across restarts (JSON lines), if anywhere.
+    log: Option<Mutex<EventLog>>,
+}
+
+/// The event log file: appended to, compacted to the last `RECENT` events when it doubles.
+#[derive(Debug)]
+struct EventLog {
+    path: PathBuf,
+    lines: usize,
+}
+
+impl EventLog {
+    fn append(&mut self, e: &Event, recent: &VecDeque<Event>) {
+        let result = (|| -> std::io::Result<()> {
+            if self.lines >= 2 * RECENT {
+                let tmp = self.path.with_extension("tmp");
+                let mut f = std::fs::File::create(&tmp)?;
+                for r in recent {
+                    writeln!(f, "{}", serde_json::to_string(r).unwrap_or_default())?;
+                }
+                f.sync_all()?;
+                std::fs::rename(&tmp, &self.path)?;
+                self.lines = recent.len();
+                return Ok(());
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            writeln!(f, "{}", serde_json::to_string(e).unwrap_or_default())?;
+            self.lines += 1;
+            Ok(())
+        })();
+        if let Err(err) = result {
+            tracing::warn!(path = %self.path.display(), error = %err, "cannot write the event log");
+        }
+    }
 }
 
 impl Default for EventBus {
@@ -53,8 +92,43 @@ impl EventBus {
             inner: Arc::new(Inner {
                 tx,
                 recent: Mutex::new((0, VecDeque::new())),
+                log: None,
             }),
         }
+    }
+
+    /// A bus whose events are kept in `path` (JSON lines) and reloaded from it at start, so
+    /// the event log survives restarts. Unreadable lines are skipped.
+    pub fn with_log(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut recent = VecDeque::new();
+        let mut lines = 0;
+        if let Ok(text) = std::fs::read_to_string(path) {
+            for line in text.lines() {
+                lines += 1;
+                if let Ok(e) = serde_json::from_str::<Event>(line) {
+                    if recent.len() == RECENT {
+                        recent.pop_front();
+                    }
+                    recent.push_back(e);
+                }
+            }
+        }
+        let seq = recent.back().map_or(0, |e: &Event| e.seq);
+        let (tx, _) = broadcast::channel(RECENT);
+        let log = Some(Mutex::new(EventLog {
+            path: path.to_path_buf(),
+            lines,
+        }));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                tx,
+                recent: Mutex::new((seq, recent)),
+                log,
+            }),
+        })
     }
 
     /// Record and broadcast an event; it is also logged with its reason.
@@ -79,6 +153,11 @@ impl EventBus {
                 guard.1.pop_front();
             }
             guard.1.push_back(event.clone());
+            if let Some(log) = &self.inner.log {
+                if let Ok(mut l) = log.lock() {
+                    l.append(&event, &guard.1);
+                }
+            }
             event
         };
         // No subscriber is not an error: the event is kept in `recent`.
@@ -87,11 +166,21 @@ impl EventBus {
 
     /// Events with a sequence number above `since`, oldest first.
     pub fn recent(&self, since: u64) -> Vec<Event> {
+        self.filtered(since, &[])
+    }
+
+    /// Events above `since` whose kind is one of `kinds` (all kinds when empty).
+    pub fn filtered(&self, since: u64, kinds: &[&str]) -> Vec<Event> {
         let guard = match self.inner.recent.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        guard.1.iter().filter(|e| e.seq > since).cloned().collect()
+        guard
+            .1
+            .iter()
+            .filter(|e| e.seq > since && (kinds.is_empty() || kinds.contains(&e.kind.as_str())))
+            .cloned()
+            .collect()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -112,5 +201,32 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].kind, "server_down");
         assert_eq!(bus.recent(1).len(), 1);
+        assert_eq!(bus.filtered(0, &["server_up"]).len(), 1);
+    }
+
+    #[test]
+    fn the_log_survives_a_restart_and_stays_bounded() {
+        let dir = std::env::temp_dir().join(format!("tandem-events-{}", std::process::id()));
+        let path = dir.join("events.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let bus = EventBus::with_log(&path).unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..(2 * RECENT + 10) {
+            bus.emit("server_down", "proxy", &format!("app/{i}"), "test");
+        }
+        let again = EventBus::with_log(&path).unwrap_or_else(|e| panic!("{e}"));
+        let all = again.recent(0);
+        assert_eq!(all.len(), RECENT);
+        assert_eq!(all.last().map(|e| e.seq), Some(2 * RECENT as u64 + 10));
+        again.emit("server_up", "proxy", "app/x", "test");
+        assert_eq!(
+            again.recent(0).last().map(|e| e.seq),
+            Some(2 * RECENT as u64 + 11)
+        );
+        let lines = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        assert!(lines <= 2 * RECENT, "{lines} lines");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

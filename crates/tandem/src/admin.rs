@@ -38,6 +38,8 @@ pub fn router(ctx: AdminCtx) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/events", get(events))
+        .route("/events/stream", get(event_stream))
+        .route("/", get(dashboard))
         .route("/reload", post(reload))
         .route("/servers/{backend}/{server}/state", post(set_state))
         .route("/primary", get(primary).options(primary).head(primary))
@@ -118,6 +120,46 @@ async fn status(State(ctx): State<AdminCtx>) -> Response {
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
     since: Option<u64>,
+    /// Comma-separated event kinds.
+    kind: Option<String>,
+}
+
+/// The dashboard: one self-contained page (no external assets) fed by the event stream.
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
+}
+
+/// Server-sent events: every event as it happens (`id` is its sequence number).
+async fn event_stream(State(ctx): State<AdminCtx>) -> Response {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    let rx = ctx.events.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    let data = serde_json::to_string(&e).unwrap_or_default();
+                    let ev = SseEvent::default()
+                        .id(e.seq.to_string())
+                        .event("event")
+                        .data(data);
+                    return Some((Ok::<_, std::convert::Infallible>(ev), rx));
+                }
+                // A slow reader missed some: it can fetch them from /events?since=.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn events(
@@ -125,7 +167,19 @@ async fn events(
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     match q {
-        Ok(Query(q)) => Json(ctx.events.recent(q.since.unwrap_or(0))).into_response(),
+        Ok(Query(q)) => {
+            let kinds: Vec<&str> = q
+                .kind
+                .as_deref()
+                .map(|k| {
+                    k.split(',')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            Json(ctx.events.filtered(q.since.unwrap_or(0), &kinds)).into_response()
+        }
         Err(e) => error(StatusCode::BAD_REQUEST, e.body_text()),
     }
 }

@@ -110,7 +110,15 @@ pub fn run(path: &Path, config: Config) -> anyhow::Result<()> {
 async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     let started = tandem_core::clock::now();
     let mut registry = Registry::with_prefix("tandem");
-    let events = EventBus::new();
+    // With a data dir, events are kept across restarts.
+    let events = match &config.node {
+        Some(n) => {
+            let path = n.data_dir.join("events.jsonl");
+            EventBus::with_log(&path)
+                .with_context(|| format!("opening the event log {}", path.display()))?
+        }
+        None => EventBus::new(),
+    };
     let proxy = Arc::new(Proxy::new(
         ProxyMetrics::register(&mut registry),
         events.clone(),

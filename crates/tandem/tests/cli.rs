@@ -233,3 +233,44 @@ fn nginx_backends_killed_under_load_fail_no_get() {
     assert_eq!(report.failed(), 0, "{report:?}");
     assert!(report.served_by.contains_key("b"));
 }
+
+#[test]
+fn events_are_filtered_and_streamed_live() {
+    use std::io::{BufRead, BufReader, Write};
+    let a = DemoBackend::start(bin(), "a");
+    let node = start_node(&lb_config(&[("a", a.addr, false)], ""));
+    node.wait_server("app", "a", "up", T);
+    let mut s = std::net::TcpStream::connect(node.admin()).unwrap_or_else(|e| panic!("{e}"));
+    s.set_read_timeout(Some(T))
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(b"GET /events/stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    // Headers first, then the stream.
+    while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) && line != "\r\n" {
+        line.clear();
+    }
+    assert_eq!(
+        node.post("/servers/app/a/state", r#"{"state":"drain"}"#)
+            .status,
+        200
+    );
+    let mut seen = String::new();
+    while !seen.contains("server_drain") {
+        line.clear();
+        let n = r
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("no event streamed: {e}"));
+        assert!(n > 0, "stream closed");
+        seen.push_str(&line);
+    }
+    let drained = node.get_json("/events?kind=server_drain");
+    assert_eq!(drained.as_array().map(|a| a.len()), Some(1), "{drained}");
+    let both = node.get_json("/events?kind=server_up,server_drain&since=0");
+    assert_eq!(both.as_array().map(|a| a.len()), Some(2), "{both}");
+    assert_eq!(
+        http::get(node.admin(), "/").map(|r| r.status).unwrap_or(0),
+        200
+    );
+}
