@@ -556,8 +556,19 @@ impl<D: Dcs> Agent<D> {
     }
 
     fn set_quorum(&self, q: bool) {
-        if let Ok(mut s) = self.shared.lock() {
-            s.quorum = q;
+        let changed = match self.shared.lock() {
+            Ok(mut s) => std::mem::replace(&mut s.quorum, q) != q,
+            Err(_) => false,
+        };
+        if changed {
+            let (kind, why) = if q {
+                ("quorum_regained", "the store answers with a quorum again")
+            } else {
+                ("quorum_lost", "the store cannot be reached with a quorum")
+            };
+            self.parts
+                .events
+                .emit(kind, "cluster", &self.parts.node.name, why);
         }
         self.parts.metrics.has_quorum.set(i64::from(q));
     }

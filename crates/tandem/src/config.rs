@@ -25,6 +25,8 @@ pub struct Config {
     pub node: Option<NodeConfig>,
     pub cluster: Option<ClusterConfig>,
     pub service: Option<ServiceConfig>,
+    #[serde(default)]
+    pub notify: Vec<crate::notify::NotifyConfig>,
 }
 
 /// `[admin]`: the HTTP API for status, metrics and control.
@@ -152,10 +154,16 @@ impl Config {
         if self.runtime.threads == Some(0) {
             issues.push(Issue::new("runtime.threads", "must be at least 1"));
         }
-        if self.admin.is_none() && self.frontend.is_empty() {
+        issues.extend(crate::notify::validate(&self.notify));
+        issues.extend(tandem_cluster::config::validate(
+            self.node.as_ref(),
+            self.cluster.as_ref(),
+            self.service.as_ref(),
+        ));
+        if self.admin.is_none() && self.frontend.is_empty() && self.cluster.is_none() {
             issues.push(Issue::new(
                 "",
-                "nothing to run: add [admin] or a [[frontend]]",
+                "nothing to run: add [admin], a [[frontend]] or [cluster]",
             ));
         }
         issues

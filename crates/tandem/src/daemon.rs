@@ -73,6 +73,16 @@ impl Reloader {
             if new.runtime.threads != current.runtime.threads {
                 return Err("[runtime] threads changed: that needs a restart".to_string());
             }
+            if new.notify != current.notify {
+                return Err("[[notify]] changed: that needs a restart".to_string());
+            }
+            if (&new.node, &new.cluster, &new.service)
+                != (&current.node, &current.cluster, &current.service)
+            {
+                return Err(
+                    "[node], [cluster] or [service] changed: that needs a restart".to_string(),
+                );
+            }
         }
         self.proxy
             .apply(&new.frontend, &new.backend)
@@ -123,6 +133,8 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
         ProxyMetrics::register(&mut registry),
         events.clone(),
     ));
+    let notify_metrics = crate::notify::NotifyMetrics::register(&mut registry);
+    let _notifiers = crate::notify::start(&config.notify, &events, &notify_metrics);
     let token = config.admin_token(path).map_err(anyhow::Error::msg)?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

@@ -90,3 +90,49 @@ fn syntax_error_names_the_line() {
 fn empty_config_is_refused() {
     assert!(error_of("").contains("nothing to run"));
 }
+
+const CLUSTER: &str = r#"
+[node]
+name = "n1"
+data_dir = "data"
+
+[cluster]
+name = "demo"
+listen = "127.0.0.1:7101"
+peers = { n1 = "127.0.0.1:7101", n2 = "127.0.0.1:7102", n3 = "127.0.0.1:7103" }
+secret_file = "/nonexistent/secret"
+"#;
+
+#[test]
+fn cluster_sections_are_validated() {
+    let e = error_of(CLUSTER);
+    assert!(e.contains("tandem.toml:10: cluster.secret_file"), "{e}");
+    let dir = std::env::temp_dir().join(format!("tandem-cfg-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let secret = dir.join("secret");
+    let _ = std::fs::write(&secret, "0123456789abcdef-secret");
+    let good = CLUSTER.replace("/nonexistent/secret", &secret.display().to_string());
+    let c = parse(&good).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c
+        .node
+        .map(|n| n.data_dir.ends_with("data"))
+        .unwrap_or(false));
+    let e = error_of(&good.replace("name = \"n1\"", "name = \"n9\""));
+    assert!(
+        e.contains("cluster.peers") && e.contains("not among the peers"),
+        "{e}"
+    );
+    let e = error_of(&good.replace("127.0.0.1:7103", "127.0.0.1:7102"));
+    assert!(e.contains("given to two peers"), "{e}");
+    assert!(parse(&good.replace("[node]", "[service]\nkind = \"command\"\n[node]")).is_ok());
+    let e = error_of("[service]\nkind = \"command\"\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+    assert!(
+        e.contains("service") && e.contains("needs [node] and [cluster]"),
+        "{e}"
+    );
+    let e = error_of(&format!(
+        "{good}\n[[notify]]\nurl = \"https://hooks.example\"\n"
+    ));
+    assert!(e.contains("notify[0].url"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
