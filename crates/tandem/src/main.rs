@@ -9,6 +9,7 @@ mod demo;
 mod demo_backend;
 mod drill_cmd;
 mod logging;
+mod notify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
