@@ -68,6 +68,8 @@ pub struct MemberStatus {
 /// State shared with the API: written by the agent task only.
 struct Shared {
     role: Role,
+    /// The token the promote hook succeeded for (`/primary` needs it to match the lease).
+    promoted: Option<u64>,
     healthy: bool,
     quorum: bool,
     status: Option<ClusterStatus>,
@@ -99,7 +101,9 @@ impl AgentHandle {
     pub fn primary(&self) -> Option<u64> {
         let s = self.shared.lock().ok()?;
         match s.role {
-            Role::Primary { token, valid_until } if clock::now() < valid_until && s.healthy => {
+            Role::Primary { token, valid_until }
+                if clock::now() < valid_until && s.healthy && s.promoted == Some(token) =>
+            {
                 Some(token)
             }
             _ => None,
@@ -203,7 +207,7 @@ pub struct Agent<D> {
     parts: AgentParts<D>,
     shared: Arc<Mutex<Shared>>,
     tx: mpsc::UnboundedSender<Msg>,
-    hooks: mpsc::UnboundedSender<(Hook, Option<u64>)>,
+    hooks: mpsc::UnboundedSender<Job>,
     hook_runner: tokio::task::JoinHandle<()>,
     reading: bool,
     last_holder: Option<String>,
@@ -234,12 +238,13 @@ impl<D: Dcs> Agent<D> {
             .is_none();
         let shared = Arc::new(Mutex::new(Shared {
             role: Role::Replica,
+            promoted: None,
             healthy: healthy_at_start,
             quorum: false,
             status: None,
         }));
         let (tx, rx) = mpsc::unbounded_channel();
-        let (hooks, hook_runner) = spawn_hook_runner(&parts);
+        let (hooks, hook_runner) = spawn_hook_runner(&parts, shared.clone(), tx.clone());
         let handle_dcs: Arc<dyn DynDcs> = parts.dcs.clone();
         let me = parts.node.name.clone();
         let ttl = c.lease_ttl.get();
@@ -281,7 +286,7 @@ impl<D: Dcs> Agent<D> {
             .as_ref()
             .and_then(|s| s.health.clone())
             .map(|h| TaskHandle::spawn(check_service(h, self.tx.clone())));
-        let _ = self.hooks.send((Hook::Start, None));
+        let _ = self.hooks.send(Job::Hook(Hook::Start, None));
         // Reads and ticks follow a fixed schedule, whatever else arrives meanwhile.
         let tick = (self.parts.cluster.lease_ttl.get() / 10).max(Duration::from_millis(10));
         let mut next_tick = clock::now();
@@ -340,18 +345,11 @@ impl<D: Dcs> Agent<D> {
     async fn stop(mut self) {
         if let Role::Primary { token, .. } = self.engine.role() {
             self.set_role(Role::Replica);
+            // Demote hook first, then the release, in the runner's order.
             self.on_demote(token, "node stopping");
-            let cmd = Command::Release {
-                node: self.parts.node.name.clone(),
-                token,
-            };
-            let _ = tokio::time::timeout(
-                self.parts.cluster.lease_ttl.get(),
-                self.parts.dcs.write(cmd),
-            )
-            .await;
+            let _ = self.hooks.send(Job::Release { token });
         }
-        let _ = self.hooks.send((Hook::Stop, None));
+        let _ = self.hooks.send(Job::Hook(Hook::Stop, None));
         let wait = self
             .parts
             .service
@@ -444,10 +442,7 @@ impl<D: Dcs> Agent<D> {
                     )
                     .await;
                     let (mut result, mut ev) = match r {
-                        Ok(Ok(o)) if o.ok => {
-                            dcs.prefer_leadership();
-                            ("ok", Event::Renewed { sent_at: now })
-                        }
+                        Ok(Ok(o)) if o.ok => ("ok", Event::Renewed { sent_at: now }),
                         Ok(Ok(_)) => (
                             "refused",
                             Event::RenewFailed("the lease is no longer ours".into()),
@@ -479,16 +474,9 @@ impl<D: Dcs> Agent<D> {
                 });
             }
             Action::Release { token, reason } => {
-                let (dcs, tx) = (self.parts.dcs.clone(), self.tx.clone());
-                tracing::info!(token, %reason, "releasing the lease");
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(
-                        limit,
-                        dcs.write(Command::Release { node: me, token }),
-                    )
-                    .await;
-                    let _ = tx.send(Msg::Engine(Event::ReleaseDone));
-                });
+                // Queued behind the demote hook: released only once this node stopped acting.
+                tracing::info!(token, %reason, "releasing the lease after the demote hook");
+                let _ = self.hooks.send(Job::Release { token });
             }
             Action::Promote { token, reason } => {
                 // Planned (a switchover to us was pending) or a failover from another holder.
@@ -511,7 +499,7 @@ impl<D: Dcs> Agent<D> {
                 };
                 let why = format!("{reason}; fencing token {token}");
                 self.parts.events.emit("promoted", "cluster", &me, why);
-                let _ = self.hooks.send((Hook::Promote, Some(token)));
+                let _ = self.hooks.send(Job::Hook(Hook::Promote, Some(token)));
             }
             Action::Demote { token, reason } => {
                 self.set_role(Role::Replica);
@@ -535,12 +523,15 @@ impl<D: Dcs> Agent<D> {
             &me,
             format!("{reason}; fencing token {token}"),
         );
-        let _ = self.hooks.send((Hook::Demote, Some(token)));
+        let _ = self.hooks.send(Job::Hook(Hook::Demote, Some(token)));
     }
 
     fn set_role(&self, role: Role) {
         if let Ok(mut s) = self.shared.lock() {
             s.role = role;
+            if !matches!(role, Role::Primary { token, .. } if s.promoted == Some(token)) {
+                s.promoted = None;
+            }
         }
         let holder = self
             .engine
@@ -656,42 +647,82 @@ fn demotion_kind(reason: &str) -> &'static str {
     }
 }
 
-/// Hooks run one after the other, in the order the agent asked for them.
-fn spawn_hook_runner<D>(
+/// Work for the hook runner, done strictly in order: a release queued after a demote hook
+/// goes out only once that hook has finished, so the next primary never promotes while this
+/// node still acts as one.
+enum Job {
+    Hook(Hook, Option<u64>),
+    Release { token: u64 },
+}
+
+/// Hooks (and releases that must follow them) run one after the other.
+fn spawn_hook_runner<D: Dcs>(
     parts: &AgentParts<D>,
-) -> (
-    mpsc::UnboundedSender<(Hook, Option<u64>)>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Hook, Option<u64>)>();
+    shared: Arc<Mutex<Shared>>,
+    events: mpsc::UnboundedSender<Msg>,
+) -> (mpsc::UnboundedSender<Job>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     let service = parts.service.clone();
     let node = parts.node.name.clone();
     let metrics = parts.metrics.clone();
+    let dcs = parts.dcs.clone();
+    let limit = parts
+        .cluster
+        .lease_ttl
+        .get()
+        .saturating_sub(parts.cluster.margin());
     let runner = tokio::spawn(async move {
-        while let Some((hook, token)) = rx.recv().await {
-            let Some(svc) = &service else { continue };
-            let cmd = match hook {
-                Hook::Start => &svc.start,
-                Hook::Stop => &svc.stop,
-                Hook::Promote => &svc.promote,
-                Hook::Demote => &svc.demote,
+        while let Some(job) = rx.recv().await {
+            let (hook, token) = match job {
+                Job::Release { token } => {
+                    let cmd = Command::Release {
+                        node: node.clone(),
+                        token,
+                    };
+                    let _ = tokio::time::timeout(limit, dcs.write(cmd)).await;
+                    let _ = events.send(Msg::Engine(Event::ReleaseDone));
+                    continue;
+                }
+                Job::Hook(hook, token) => (hook, token),
             };
-            let Some(cmd) = cmd else { continue };
-            let role = if hook == Hook::Promote {
-                "primary"
-            } else {
-                "replica"
+            let cmd = service.as_ref().and_then(|svc| match hook {
+                Hook::Start => svc.start.clone(),
+                Hook::Stop => svc.stop.clone(),
+                Hook::Promote => svc.promote.clone(),
+                Hook::Demote => svc.demote.clone(),
+            });
+            let ok = match (&cmd, &service) {
+                (Some(cmd), Some(svc)) => {
+                    let role = if hook == Hook::Promote {
+                        "primary"
+                    } else {
+                        "replica"
+                    };
+                    match hooks::run(hook, cmd, &node, role, token, svc.hook_timeout.get()).await {
+                        Ok(()) => {
+                            tracing::info!(hook = hook.as_str(), ?token, "hook done");
+                            true
+                        }
+                        Err(e) => {
+                            metrics
+                                .hook_failures
+                                .get_or_create(&ReasonLabel {
+                                    reason: hook.as_str().into(),
+                                })
+                                .inc();
+                            tracing::error!(error = %e, "hook failed");
+                            false
+                        }
+                    }
+                }
+                _ => true,
             };
-            match hooks::run(hook, cmd, &node, role, token, svc.hook_timeout.get()).await {
-                Ok(()) => tracing::info!(hook = hook.as_str(), ?token, "hook done"),
-                Err(e) => {
-                    metrics
-                        .hook_failures
-                        .get_or_create(&ReasonLabel {
-                            reason: hook.as_str().into(),
-                        })
-                        .inc();
-                    tracing::error!(error = %e, "hook failed");
+            // `/primary` answers 200 only once the service was promoted under this token.
+            if hook == Hook::Promote && ok {
+                if let Ok(mut s) = shared.lock() {
+                    if matches!(s.role, Role::Primary { token: t, .. } if Some(t) == token) {
+                        s.promoted = token;
+                    }
                 }
             }
         }

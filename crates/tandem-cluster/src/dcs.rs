@@ -27,10 +27,6 @@ pub trait Dcs: Send + Sync + 'static {
     fn write(&self, cmd: Command) -> impl Future<Output = Result<Outcome, DcsError>> + Send;
     /// Best effort: whether this node reaches a quorum right now.
     fn has_quorum(&self) -> bool;
-
-    /// Hint from the lease holder: the store may move its own leadership here, so that losing
-    /// a replica never stalls the primary's renewals (embedded Raft does; etcd cannot).
-    fn prefer_leadership(&self) {}
 }
 
 /// A store in memory, for engine-level tests of the agent. Not a consensus store.

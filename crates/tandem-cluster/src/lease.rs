@@ -113,6 +113,8 @@ pub struct LeaseEngine {
     stale_view: bool,
     /// Last failsafe confirmation this member gave the lease holder.
     failsafe_seen: Option<Instant>,
+    /// After a failed renewal, the next one is tried this soon rather than a full interval later.
+    renew_retry_at: Option<Instant>,
 }
 
 impl LeaseEngine {
@@ -128,6 +130,7 @@ impl LeaseEngine {
             seen: BTreeMap::new(),
             stale_view: false,
             failsafe_seen: None,
+            renew_retry_at: None,
         }
     }
 
@@ -193,7 +196,12 @@ impl LeaseEngine {
                 self.pending = None;
                 self.stale_view = true;
             }
-            Event::RenewFailed(_) | Event::ReleaseDone => self.pending = None,
+            Event::RenewFailed(_) => {
+                self.pending = None;
+                self.renew_retry_at =
+                    Some(now + (self.cfg.ttl / 20).max(Duration::from_millis(10)));
+            }
+            Event::ReleaseDone => self.pending = None,
             Event::Renewed { sent_at } => {
                 self.pending = None;
                 if let Role::Primary { token, valid_until } = self.role {
@@ -291,9 +299,11 @@ impl LeaseEngine {
         }
         let due = self
             .last_renew_sent
-            .is_none_or(|t| now >= t + self.cfg.renew_every);
+            .is_none_or(|t| now >= t + self.cfg.renew_every)
+            || self.renew_retry_at.is_some_and(|t| now >= t);
         if due && self.pending.is_none() {
             self.pending = Some(Pending::Renew);
+            self.renew_retry_at = None;
             self.last_renew_sent = Some(now);
             actions.push(Action::Renew { token });
         }

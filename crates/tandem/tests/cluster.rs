@@ -299,8 +299,8 @@ fn an_unhealthy_service_gives_up_the_lease_and_hooks_see_the_token() {
             r#"
 [service]
 kind = "command"
-promote = "echo promote $TANDEM_NODE $TANDEM_FENCING_TOKEN >> {{dir}}/hooks.log"
-demote = "echo demote $TANDEM_NODE $TANDEM_FENCING_TOKEN >> {{dir}}/hooks.log"
+promote = "echo promote $TANDEM_NODE $(date +%s%N) $TANDEM_FENCING_TOKEN >> {{dir}}/hooks.log"
+demote = "sleep 0.3; echo demote $TANDEM_NODE $(date +%s%N) $TANDEM_FENCING_TOKEN >> {{dir}}/hooks.log"
 [service.health]
 check = "http"
 url = "http://{}/healthz"
@@ -333,6 +333,20 @@ fall = 2
     assert!(
         wait_until(T, || hooks(q).contains("promote")),
         "{}",
+        hooks(q)
+    );
+    // The old primary's (slow) demote hook finished before the new primary's promote began.
+    let time_of = |s: String, what: &str| -> u128 {
+        s.lines()
+            .filter(|l| l.starts_with(what))
+            .filter_map(|l| l.split(' ').nth(2)?.parse().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(
+        time_of(hooks(q), "promote") > time_of(hooks(p), "demote"),
+        "{}\n{}",
+        hooks(p),
         hooks(q)
     );
     // The new token is larger than the old one.

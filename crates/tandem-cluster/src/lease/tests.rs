@@ -350,3 +350,30 @@ fn a_failsafe_confirmation_counts_as_a_renewal_seen() {
         }]
     );
 }
+
+#[test]
+fn a_failed_renewal_is_retried_soon_not_a_full_interval_later() {
+    let t0 = Instant::now();
+    let mut e = engine("n1", 100);
+    e.handle(t0, Event::Observed(ClusterState::default()));
+    e.handle(
+        t0,
+        Event::Acquired {
+            token: 1,
+            sent_at: t0,
+        },
+    );
+    assert_eq!(
+        e.handle(t0 + TTL / 4, Event::Tick),
+        vec![Action::Renew { token: 1 }]
+    );
+    // Failing at once (no store leader): no busy loop, but a retry after ttl/20.
+    assert!(e
+        .handle(t0 + TTL / 4 + ms(1), Event::RenewFailed("no leader".into()))
+        .is_empty());
+    assert!(e.handle(t0 + TTL / 4 + ms(50), Event::Tick).is_empty());
+    assert_eq!(
+        e.handle(t0 + TTL / 4 + ms(101), Event::Tick),
+        vec![Action::Renew { token: 1 }]
+    );
+}

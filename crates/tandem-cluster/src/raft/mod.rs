@@ -61,8 +61,6 @@ pub struct RaftDcs {
     election_max: Duration,
     /// Bound on one write: a leader that lost its quorum would otherwise wait forever.
     write_timeout: Duration,
-    /// Last time this node asked for Raft leadership (at most once per election timeout).
-    last_elect: std::sync::Mutex<Option<tandem_core::clock::Instant>>,
     _server: TaskHandle,
 }
 
@@ -85,12 +83,14 @@ impl RaftDcs {
         let ttl_ms = parts.lease_ttl.as_millis() as u64;
         // Leader election well inside the lease ttl: a new Raft leader is in place before the
         // lease can expire.
-        let heartbeat = (ttl_ms / 20).max(20);
+        // A new Raft leader within about a third of the ttl: the primary's renewals (retried
+        // every ttl/20 after a failure) get through again before its lease runs out.
+        let heartbeat = (ttl_ms / 25).max(20);
         let config = openraft::Config {
             cluster_name: "tandem".into(),
             heartbeat_interval: heartbeat,
-            election_timeout_min: heartbeat * 5,
-            election_timeout_max: heartbeat * 10,
+            election_timeout_min: heartbeat * 4,
+            election_timeout_max: heartbeat * 8,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
             max_in_snapshot_log_to_keep: 100,
             ..Default::default()
@@ -165,9 +165,8 @@ impl RaftDcs {
             sm: sm_data,
             secret,
             me,
-            election_max: Duration::from_millis(heartbeat * 10),
+            election_max: Duration::from_millis(heartbeat * 8),
             write_timeout,
-            last_elect: std::sync::Mutex::new(None),
             _server: server,
         }))
     }
@@ -225,28 +224,6 @@ impl Dcs for RaftDcs {
             }
             Err(e) => Err(DcsError::Other(e.to_string())),
         }
-    }
-
-    fn prefer_leadership(&self) {
-        let m = self.raft.metrics().borrow().clone();
-        if m.state == ServerState::Leader || m.current_leader.is_none() {
-            return;
-        }
-        let now = tandem_core::clock::now();
-        if let Ok(mut last) = self.last_elect.lock() {
-            if last.is_some_and(|t| now.duration_since(t) < self.election_max) {
-                return;
-            }
-            *last = Some(now);
-        }
-        // The lease holder's log is current (its renewals just committed), so it wins the
-        // election; afterwards a replica's death never takes the Raft leader with it.
-        let raft = self.raft.clone();
-        tokio::spawn(async move {
-            if let Err(e) = raft.trigger().elect().await {
-                tracing::debug!(error = %e, "asking for raft leadership failed");
-            }
-        });
     }
 
     fn has_quorum(&self) -> bool {
