@@ -86,6 +86,8 @@ fn signal(pid: i32, sig: i32) -> Result<(), String> {
 /// Undoes a fault on drop (SIGCONT for a stopped process).
 pub struct Undo {
     pid: Option<i32>,
+    /// The outcome of a switchover running beside the workload.
+    pub switchover: Option<tokio::task::JoinHandle<Result<(), String>>>,
 }
 
 impl Undo {
@@ -109,7 +111,10 @@ pub async fn inject(
     nodes: &BTreeMap<String, String>,
     token: &str,
 ) -> Result<Undo, String> {
-    let mut undo = Undo { pid: None };
+    let mut undo = Undo {
+        pid: None,
+        switchover: None,
+    };
     match (fault.kind, target.pid) {
         (FaultKind::Sigkill, Some(pid)) => signal(pid, libc::SIGKILL)?,
         (FaultKind::Graceful, Some(pid)) => signal(pid, libc::SIGTERM)?,

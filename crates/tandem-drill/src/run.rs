@@ -17,6 +17,8 @@ use crate::workload::{self, Progress, Request};
 use crate::DrillError;
 
 type Samples = Arc<Mutex<BTreeMap<String, Vec<Sample>>>>;
+/// Per node: when a `/primary` probe that got any answer was sent (ms since start).
+type Alive = Arc<Mutex<BTreeMap<String, Vec<f64>>>>;
 
 /// Run `s` once. `progress` prints a live line on stderr.
 pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, DrillError> {
@@ -60,6 +62,7 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
         stop.clone(),
     ));
     let samples: Samples = Arc::new(Mutex::new(BTreeMap::new()));
+    let alive: Alive = Arc::new(Mutex::new(BTreeMap::new()));
     let watchers: Vec<_> = s
         .watch
         .nodes
@@ -69,6 +72,8 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
                 n.clone(),
                 a.clone(),
                 samples.clone(),
+                alive.clone(),
+                start,
                 stop.clone(),
             ))
         })
@@ -123,10 +128,34 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
         let _ = t.await;
         eprintln!();
     }
-    drop(undo);
+    let mut fault_error = None;
+    if let Some(mut u) = undo.take() {
+        if let Some(h) = u.switchover.take() {
+            if let Ok(Err(e)) = h.await {
+                fault_error = Some(e);
+            }
+        }
+    }
 
-    let recovery_ms = match (&faulted, fault_ms) {
-        (Some(n), Some(f)) => recovery(&s.watch.nodes[n], start).await.map(|r| r - f),
+    // Recovery: the faulted node answers again (after the stop ends, for sigstop), measured
+    // during the run; if it is not back by the end, wait for it a little longer.
+    let back_from = fault_ms.map(|f| {
+        f + s
+            .fault
+            .duration
+            .map_or(0.0, |d| d.get().as_secs_f64() * 1000.0)
+    });
+    let recovery_ms = match (&faulted, fault_ms, back_from) {
+        (Some(n), Some(f), Some(from)) if s.fault.kind != FaultKind::Switchover => {
+            let seen = alive
+                .lock()
+                .ok()
+                .and_then(|a| a.get(n).and_then(|v| v.iter().copied().find(|&t| t > from)));
+            match seen {
+                Some(t) => Some(t - f),
+                None => recovery(&s.watch.nodes[n], start).await.map(|r| r - f),
+            }
+        }
         _ => None,
     };
     let detection_ms = match fault_ms {
@@ -142,7 +171,7 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
         None => None,
     };
     let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
-    Ok(build(
+    let mut report = build(
         s,
         requests,
         &samples,
@@ -151,10 +180,26 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
         faulted,
         detection_ms,
         recovery_ms,
-    ))
+    );
+    if let Some(e) = fault_error {
+        report.objectives.push(Objective {
+            name: "fault".into(),
+            wanted: "injected".into(),
+            got: e,
+            met: false,
+        });
+    }
+    Ok(report)
 }
 
-async fn watch_role(node: String, addr: String, samples: Samples, stop: Arc<AtomicBool>) {
+async fn watch_role(
+    node: String,
+    addr: String,
+    samples: Samples,
+    alive: Alive,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+) {
     let mut conn = Conn::new(&addr);
     let mut next = clock::now();
     while !stop.load(Ordering::Relaxed) {
@@ -163,6 +208,13 @@ async fn watch_role(node: String, addr: String, samples: Samples, stop: Arc<Atom
             .request("GET", "/primary", None, Duration::from_millis(300))
             .await;
         let answered = clock::now();
+        if let Outcome::Status(..) = r {
+            if let Ok(mut a) = alive.lock() {
+                a.entry(node.clone())
+                    .or_default()
+                    .push(sent.duration_since(start).as_secs_f64() * 1000.0);
+            }
+        }
         if let Outcome::Status(200, body) = r {
             let token = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()

@@ -147,7 +147,14 @@ impl Scenario {
             file: file.clone(),
             message: format!("cannot read: {e}"),
         })?;
-        Self::parse(&file, &text)
+        let mut s = Self::parse(&file, &text)?;
+        // Files named in a scenario are relative to it.
+        if let (Some(t), Some(dir)) = (s.watch.token_file.clone(), path.parent()) {
+            if Path::new(&t).is_relative() {
+                s.watch.token_file = Some(dir.join(t).display().to_string());
+            }
+        }
+        Ok(s)
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Scenario, DrillError> {

@@ -112,7 +112,7 @@ pub async fn run(ep: Endpoint, cmd: CtlCommand) -> anyhow::Result<()> {
     let (status, text) = request(&ep, method, &path, body).await?;
     if status.is_success() && matches!(cmd, CtlCommand::Status { json: false }) {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-            print!("{}", status_tables(&v));
+            out(&status_tables(&v));
             return Ok(());
         }
     }
@@ -121,7 +121,7 @@ pub async fn run(ep: Endpoint, cmd: CtlCommand) -> anyhow::Result<()> {
         .and_then(|v| serde_json::to_string_pretty(&v).ok())
         .unwrap_or(text);
     if status.is_success() {
-        println!("{pretty}");
+        out(&format!("{pretty}\n"));
         Ok(())
     } else {
         bail!("{} answered {status}: {pretty}", ep.addr)
@@ -236,4 +236,10 @@ fn status_tables(v: &serde_json::Value) -> String {
         }
     }
     out
+}
+
+/// Print to stdout; a closed pipe (`tandem ctl status | head`) is not an error.
+fn out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }

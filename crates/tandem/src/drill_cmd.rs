@@ -35,9 +35,11 @@ pub async fn run(
             s.fault.node
         );
         let live = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        let r = run_scenario(s, live)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Interrupted: dropping the run undoes its fault (a stopped process is continued).
+        let r = tokio::select! {
+            r = run_scenario(s, live) => r.map_err(|e| anyhow::anyhow!("{e}"))?,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: the fault was undone"),
+        };
         runs.push(r);
     }
     let summary = Summary::new(&s.name, runs);

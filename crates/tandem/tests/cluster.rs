@@ -555,3 +555,38 @@ fn failsafe_keeps_the_primary_through_a_store_outage_only_while_all_members_conf
     );
     assert_safe(&watch.stop());
 }
+
+#[test]
+fn a_changed_peer_list_is_refused_at_start() {
+    let mut c = cluster(3, |_| String::new());
+    c.wait_primary(&[0, 1, 2]);
+    c.wait_formed();
+    c.nodes[0].proc.kill();
+    let cfg = std::fs::read_to_string(&c.nodes[0].config).unwrap_or_default();
+    let moved = tandem_testkit::free_port();
+    // n3 "moves" to another port in n1's config only.
+    let peers_line = cfg
+        .lines()
+        .find(|l| l.starts_with("peers = "))
+        .unwrap_or_default()
+        .to_string();
+    let old_n3 = peers_line
+        .split("n3 = \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    let changed = cfg.replace(
+        &peers_line,
+        &peers_line.replace(&old_n3, &format!("127.0.0.1:{moved}")),
+    );
+    std::fs::write(&c.nodes[0].config, changed).unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&c.nodes[0].config)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("peers differ"), "{err}");
+}

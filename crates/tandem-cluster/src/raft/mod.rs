@@ -149,16 +149,35 @@ impl RaftDcs {
                 }
             }
         });
-        if !raft.is_initialized().await.map_err(|e| e.to_string())? {
-            let members: BTreeMap<NodeId, BasicNode> = parts
-                .peers
+        let members: BTreeMap<NodeId, BasicNode> = parts
+            .peers
+            .iter()
+            .filter_map(|(n, a)| Some((*ids.get(n)?, BasicNode::new(a))))
+            .collect();
+        if raft.is_initialized().await.map_err(|e| e.to_string())? {
+            // Node ids follow the sorted peer names: a changed peer list would give a member
+            // another one's identity. Refuse to run rather than corrupt the group.
+            let formed = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect::<BTreeMap<_, _>>();
+            let wanted = members
                 .iter()
-                .filter_map(|(n, a)| Some((*ids.get(n)?, BasicNode::new(a))))
-                .collect();
-            // Every member may do this with the same membership; it is a no-op once formed.
-            if let Err(e) = raft.initialize(members).await {
-                tracing::debug!(error = %e, "raft already initialized");
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect::<BTreeMap<_, _>>();
+            if formed != wanted {
+                return Err(format!(
+                    "[cluster] peers differ from the members this cluster was formed with ({formed:?}); \
+                     changing members is not supported: restore the original peers, or start every node with an empty data dir"
+                ));
             }
+        } else if let Err(e) = raft.initialize(members).await {
+            // Every member may do this with the same membership; it is a no-op once formed.
+            tracing::debug!(error = %e, "raft already initialized");
         }
         Ok(Arc::new(RaftDcs {
             raft,
