@@ -197,10 +197,9 @@ fn drills_measure_faults_and_fail_on_missed_objectives() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap_or_default())
             .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        report["runs"][0]["recovery_ms"].as_f64().is_some(),
-        "{report}"
-    );
+    // It answers again right after its 2 s stop ends, measured during the run.
+    let rec = report["runs"][0]["recovery_ms"].as_f64().unwrap_or(0.0);
+    assert!((1900.0..3500.0).contains(&rec), "recovery {rec}: {report}");
     f.settle();
 
     // A planned switchover: no two primaries either.
