@@ -161,17 +161,7 @@ impl ServiceHealth {
                     .url
                     .as_deref()
                     .ok_or("check = \"http\" needs url = \"http://IP:PORT/path\"")?;
-                let rest = u
-                    .strip_prefix("http://")
-                    .ok_or_else(|| format!("{u:?} must start with http://"))?;
-                let (hostport, path) = match rest.find('/') {
-                    Some(i) => (&rest[..i], &rest[i..]),
-                    None => (rest, "/"),
-                };
-                let addr = hostport
-                    .parse()
-                    .map_err(|_| format!("{u:?}: the host must be IP:PORT"))?;
-                Ok((addr, Some(path.to_string())))
+                tandem_core::probe::parse_http_url(u).map(|(a, p)| (a, Some(p)))
             }
         }
     }

@@ -7,6 +7,22 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Split `http://IP:PORT/path` into the address and the path (`/` when absent). Only literal
+/// addresses: a name would make behaviour depend on DNS at the worst moment.
+pub fn parse_http_url(url: &str) -> Result<(SocketAddr, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?} must start with http://"))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = hostport
+        .parse()
+        .map_err(|_| format!("{url:?}: the host must be IP:PORT"))?;
+    Ok((addr, path.to_string()))
+}
+
 /// What to probe.
 #[derive(Clone, Copy, Debug)]
 pub enum Probe<'a> {

@@ -180,19 +180,9 @@ impl Scenario {
 
     /// Addresses of the target.
     pub fn target_addr(&self) -> Result<(String, String), String> {
-        let rest = self
-            .target
-            .http
-            .strip_prefix("http://")
-            .ok_or("target.http must start with http://")?;
-        let (hostport, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let addr: SocketAddr = hostport
-            .parse()
-            .map_err(|_| format!("target.http: {hostport:?} must be IP:PORT"))?;
-        Ok((addr.to_string(), path.to_string()))
+        let (addr, path) = tandem_core::probe::parse_http_url(&self.target.http)
+            .map_err(|e| format!("target.http: {e}"))?;
+        Ok((addr.to_string(), path))
     }
 
     fn check(&self) -> Result<(), String> {

@@ -4,7 +4,6 @@
 //! and every event stays in the event log whatever the target does.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -114,19 +113,7 @@ pub fn validate(list: &[NotifyConfig]) -> Vec<Issue> {
     issues
 }
 
-fn parse_url(u: &str) -> Result<(SocketAddr, String), String> {
-    let rest = u
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{u:?} must start with http://"))?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = hostport
-        .parse()
-        .map_err(|_| format!("{u:?}: the host must be IP:PORT"))?;
-    Ok((addr, path.to_string()))
-}
+use tandem_core::probe::parse_http_url as parse_url;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetResult {
