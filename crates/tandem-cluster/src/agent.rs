@@ -581,11 +581,17 @@ impl<D: Dcs> Agent<D> {
         };
         let holder = view.lease.as_ref().map(|l| l.holder.clone());
         if holder != self.last_holder {
-            if let Some(h) = &holder {
-                if h != &self.parts.node.name {
-                    tracing::info!(holder = %h, "lease holder changed");
-                }
-            }
+            // Every member records the change, not only the node that was promoted.
+            let (subject, reason) = match (&holder, view.lease.as_ref()) {
+                (Some(h), Some(l)) => (
+                    h.clone(),
+                    format!("{h} holds the lease, fencing token {}", l.token),
+                ),
+                _ => ("-".to_string(), "the lease is free".to_string()),
+            };
+            self.parts
+                .events
+                .emit("lease_holder_changed", "cluster", &subject, reason);
             self.last_holder = holder.clone();
         }
         if let Some(l) = &view.lease {
