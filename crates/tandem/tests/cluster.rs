@@ -250,7 +250,9 @@ fn switchover_pause_and_resume() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(c.is_primary(target));
+    // The switchover call returns once the record names the target; its promote hook may
+    // still be running for a moment.
+    assert!(wait_until(T, || c.is_primary(target)));
     assert!(!c.is_primary(p));
     // Bad switchovers change nothing.
     assert!(!ctl(&["switchover", "--to", "nobody"]).status.success());
