@@ -3,6 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
+
+use tandem_testkit::http;
+use tandem_testkit::invariants::{PrimaryWatch, WatchReport};
 
 pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tandem"))
@@ -61,3 +65,145 @@ pub use tandem_testkit::tandem::{DemoBackend, Node};
 /// Poll with a deadline (re-exported for brevity).
 #[allow(unused_imports)]
 pub use tandem_testkit::wait_until;
+
+// ===== clusters =====
+
+/// The cluster tests' lease ttl.
+pub const TTL_MS: u64 = 1000;
+const CT: Duration = Duration::from_secs(20);
+
+/// A cluster of `tandem run` nodes n1..nN on loopback.
+pub struct TestCluster {
+    pub nodes: Vec<Node>,
+    pub _shared: tempfile::TempDir,
+}
+
+/// `extra(i)` is appended to node i's config (e.g. a [service] section).
+pub fn cluster(n: usize, extra: impl Fn(usize) -> String) -> TestCluster {
+    let shared = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let secret = shared.path().join("secret");
+    std::fs::write(&secret, "cluster-secret-for-tests-0123").unwrap_or_else(|e| panic!("{e}"));
+    let ports: Vec<u16> = (0..n).map(|_| tandem_testkit::free_port()).collect();
+    let peers = (0..n)
+        .map(|i| format!("n{} = \"127.0.0.1:{}\"", i + 1, ports[i]))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let nodes = (0..n)
+        .map(|i| {
+            let cfg = format!(
+                r#"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{{dir}}/token"
+
+[node]
+name = "n{}"
+data_dir = "{{dir}}/data"
+
+[cluster]
+name = "test"
+listen = "127.0.0.1:{}"
+peers = {{ {peers} }}
+lease_ttl = "{TTL_MS}ms"
+secret_file = "{}"
+{}
+"#,
+                i + 1,
+                ports[i],
+                secret.display(),
+                extra(i)
+            );
+            Node::start(bin(), &cfg, &[], Some(TOKEN))
+        })
+        .collect();
+    TestCluster {
+        nodes,
+        _shared: shared,
+    }
+}
+
+impl TestCluster {
+    pub fn is_primary(&self, i: usize) -> bool {
+        http::request_timeout(
+            self.nodes[i].admin(),
+            "GET",
+            "/primary",
+            Duration::from_millis(500),
+        )
+        .is_ok_and(|r| r.status == 200)
+    }
+
+    /// Wait until exactly one node among `among` is primary.
+    pub fn wait_primary(&self, among: &[usize]) -> usize {
+        let mut found = None;
+        let ok = wait_until(CT, || {
+            let p: Vec<usize> = among
+                .iter()
+                .copied()
+                .filter(|&i| self.is_primary(i))
+                .collect();
+            found = p.first().copied();
+            p.len() == 1
+        });
+        assert!(ok, "no single primary among {among:?}");
+        found.unwrap_or_else(|| unreachable!())
+    }
+
+    /// Wait until every node sees every member alive and the same lease holder.
+    pub fn wait_formed(&self) {
+        let n = self.nodes.len();
+        let ok = wait_until(CT, || {
+            let views: Vec<serde_json::Value> = self
+                .nodes
+                .iter()
+                .map(|node| node.get_json("/cluster"))
+                .collect();
+            views.iter().all(|v| {
+                v["lease_holder"].is_string()
+                    && v["lease_holder"] == views[0]["lease_holder"]
+                    && v["members"]
+                        .as_array()
+                        .is_some_and(|m| m.len() == n && m.iter().all(|m| m["alive"] == true))
+            })
+        });
+        assert!(
+            ok,
+            "the cluster did not form: {:?}",
+            self.nodes
+                .iter()
+                .map(|n| n.get_json("/cluster"))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    pub fn watch(&self) -> PrimaryWatch {
+        let targets: Vec<(String, SocketAddr)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("n{}", i + 1), n.admin()))
+            .collect();
+        let w = PrimaryWatch::start(&targets, Duration::from_millis(10));
+        w.settle();
+        w
+    }
+
+    pub fn others(&self, i: usize) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&j| j != i).collect()
+    }
+}
+
+/// No two primaries were seen, and fencing tokens grew.
+pub fn assert_safe(report: &WatchReport) {
+    assert!(report.samples > 10, "the watch barely sampled: {report:?}");
+    assert!(
+        report.violations.is_empty(),
+        "two primaries: {:?}",
+        report.violations
+    );
+    assert!(
+        report.tokens_increase(),
+        "fencing tokens went back: {:?}",
+        report.primaries
+    );
+}

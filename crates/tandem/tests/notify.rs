@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use tandem_testkit::http;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -63,48 +62,6 @@ fn receiver(mode: Mode) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     (addr, got)
 }
 
-/// Three nodes with `notify` appended to every config.
-fn three(notify: &str) -> (Vec<Node>, tempfile::TempDir) {
-    let shared = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let secret = shared.path().join("secret");
-    std::fs::write(&secret, "cluster-secret-for-tests-0123").unwrap_or_else(|e| panic!("{e}"));
-    let ports: Vec<u16> = (0..3).map(|_| tandem_testkit::free_port()).collect();
-    let peers = (0..3)
-        .map(|i| format!("n{} = \"127.0.0.1:{}\"", i + 1, ports[i]))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let nodes = (0..3)
-        .map(|i| {
-            let cfg = format!(
-                "[admin]\nlisten = \"127.0.0.1:0\"\n[node]\nname = \"n{}\"\ndata_dir = \"{{dir}}/data\"\n[cluster]\nname = \"t\"\n\
-                 listen = \"127.0.0.1:{}\"\npeers = {{ {peers} }}\nlease_ttl = \"1s\"\nsecret_file = \"{}\"\n{notify}",
-                i + 1,
-                ports[i],
-                secret.display()
-            );
-            Node::start(bin(), &cfg, &[], None)
-        })
-        .collect();
-    (nodes, shared)
-}
-
-fn primary(nodes: &[Node], among: &[usize]) -> Option<usize> {
-    let p: Vec<usize> = among
-        .iter()
-        .copied()
-        .filter(|&i| {
-            http::request_timeout(
-                nodes[i].admin(),
-                "GET",
-                "/primary",
-                Duration::from_millis(500),
-            )
-            .is_ok_and(|r| r.status == 200)
-        })
-        .collect();
-    (p.len() == 1).then(|| p[0])
-}
-
 fn promotions(got: &Arc<Mutex<Vec<String>>>, token: u64) -> usize {
     let needle = format!("fencing token {token}");
     got.lock()
@@ -119,23 +76,17 @@ fn promotions(got: &Arc<Mutex<Vec<String>>>, token: u64) -> usize {
 #[test]
 fn a_webhook_sees_each_failover_exactly_once() {
     let (addr, got) = receiver(Mode::Ok);
-    let (mut nodes, _s) = three(&format!(
-        "[[notify]]\nurl = \"http://{addr}/api/v2/alerts\"\nformat = \"alertmanager\"\n"
-    ));
-    let mut p = None;
-    assert!(wait_until(T, || {
-        p = primary(&nodes, &[0, 1, 2]);
-        p.is_some()
-    }));
-    let p = p.unwrap_or_else(|| unreachable!());
+    let notify =
+        format!("[[notify]]\nurl = \"http://{addr}/api/v2/alerts\"\nformat = \"alertmanager\"\n");
+    let mut c = cluster(3, |_| notify.clone());
+    let p = c.wait_primary(&[0, 1, 2]);
     assert!(
         wait_until(T, || promotions(&got, 1) == 1),
         "{:?}",
         got.lock().map(|g| g.clone())
     );
-    nodes[p].proc.kill();
-    let others: Vec<usize> = (0..3).filter(|&i| i != p).collect();
-    assert!(wait_until(T, || primary(&nodes, &others).is_some()));
+    c.nodes[p].proc.kill();
+    c.wait_primary(&c.others(p));
     assert!(
         wait_until(T, || promotions(&got, 2) == 1),
         "{:?}",
@@ -180,21 +131,11 @@ fn broken_targets_delay_nothing_and_lose_no_event() {
          [[notify]]\nname = \"cmd\"\ncommand = \"echo $TANDEM_EVENT_KIND $TANDEM_EVENT_SUBJECT >> {}\"\n",
         out.display()
     );
-    let (mut nodes, _s) = three(&notify);
-    let mut p = None;
-    assert!(wait_until(T, || {
-        p = primary(&nodes, &[0, 1, 2]);
-        p.is_some()
-    }));
-    let p = p.unwrap_or_else(|| unreachable!());
-    nodes[p].proc.kill();
-    let others: Vec<usize> = (0..3).filter(|&i| i != p).collect();
-    let mut q = None;
-    assert!(wait_until(T, || {
-        q = primary(&nodes, &others);
-        q.is_some()
-    }));
-    let q = q.unwrap_or_else(|| unreachable!());
+    let mut c = cluster(3, |_| notify.clone());
+    let p = c.wait_primary(&[0, 1, 2]);
+    c.nodes[p].proc.kill();
+    let q = c.wait_primary(&c.others(p));
+    let nodes = &c.nodes;
     // The event log has the promotion whatever the targets did.
     let events = nodes[q].get_json("/events?kind=promoted");
     assert_eq!(events.as_array().map(|e| e.len()), Some(1), "{events}");
