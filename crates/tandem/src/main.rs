@@ -1,6 +1,7 @@
 //! The `tandem` binary: command line, config loading, daemon wiring, admin API.
 
 mod admin;
+mod alerts;
 mod cluster;
 mod config;
 mod ctl;
@@ -86,6 +87,8 @@ enum Command {
         #[arg(long)]
         postgres: bool,
     },
+    /// Print Prometheus alerting rules (YAML).
+    Alerts,
     /// Print the version.
     Version,
     /// A small HTTP service to put behind tandem in demos, tutorials and tests.
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format, cli.log_level.as_deref());
     match cli.command {
+        Command::Alerts => alerts::print(),
         Command::Version => {
             println!("tandem {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
