@@ -211,6 +211,8 @@ pub struct Agent<D> {
     hook_runner: tokio::task::JoinHandle<()>,
     reading: bool,
     last_holder: Option<String>,
+    /// The last node seen holding the lease (not cleared by a release).
+    previous_primary: Option<String>,
 }
 
 enum Msg {
@@ -259,6 +261,7 @@ impl<D: Dcs> Agent<D> {
             hook_runner,
             reading: false,
             last_holder: None,
+            previous_primary: None,
         };
         let task = TaskHandle::spawn(agent.run(rx));
         AgentHandle {
@@ -484,7 +487,7 @@ impl<D: Dcs> Agent<D> {
                     .engine
                     .view()
                     .is_some_and(|v| v.switchover.as_deref() == Some(me.as_str()));
-                let took_over = self.last_holder.as_deref().is_some_and(|p| p != me);
+                let took_over = self.previous_primary.as_deref().is_some_and(|p| p != me);
                 self.set_role(self.engine.role());
                 self.parts.metrics.fencing_token.set(token as i64);
                 if planned {
@@ -593,6 +596,10 @@ impl<D: Dcs> Agent<D> {
                 .events
                 .emit("lease_holder_changed", "cluster", &subject, reason);
             self.last_holder = holder.clone();
+            // A release in between does not make the next acquisition less of a failover.
+            if holder.is_some() {
+                self.previous_primary = holder.clone();
+            }
         }
         if let Some(l) = &view.lease {
             self.parts.metrics.fencing_token.set(l.token as i64);

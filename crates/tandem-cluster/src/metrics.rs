@@ -48,6 +48,39 @@ impl ClusterMetrics {
             peer_rejected: Family::default(),
             hook_failures: Family::default(),
         };
+        // Every label value exists from the start at 0, so `increase()` sees the first count.
+        for result in ["ok", "refused", "error", "timeout", "failsafe"] {
+            let _ = m.renewals.get_or_create(&ResultLabel {
+                result: result.into(),
+            });
+        }
+        for reason in [
+            "lease_expired",
+            "unhealthy",
+            "switchover",
+            "shutdown",
+            "lease_lost",
+        ] {
+            let _ = m.demotions.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
+        for reason in [
+            "unsigned",
+            "malformed_signature",
+            "stale_signature",
+            "bad_signature",
+            "malformed",
+        ] {
+            let _ = m.peer_rejected.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
+        for hook in ["start", "stop", "promote", "demote"] {
+            let _ = m.hook_failures.get_or_create(&ReasonLabel {
+                reason: hook.into(),
+            });
+        }
         let r = registry.sub_registry_with_prefix("cluster");
         r.register(
             "is_primary",
