@@ -413,6 +413,7 @@ async fn demo_body(
         "  active-passive (app):     http://127.0.0.1:{}/   (follows the lease)",
         p.lb_app
     );
+    println!("  dashboard (open it in a browser): http://{}/", admins[0]);
     println!("  try: tandem ctl --admin 127.0.0.1:{} status", p.admin[0]);
     println!("waiting for the cluster to elect a primary...");
     let deadline = tandem_core::clock::now() + Duration::from_secs(60);
