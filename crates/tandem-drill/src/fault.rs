@@ -83,11 +83,19 @@ fn signal(pid: i32, sig: i32) -> Result<(), String> {
     }
 }
 
-/// Undoes a fault on drop (SIGCONT for a stopped process).
+/// Undoes a fault on drop (SIGCONT for a stopped process, link up, qdisc removed).
 pub struct Undo {
     pid: Option<i32>,
+    /// (netns, interface, what to undo) of a link fault.
+    link: Option<(String, String, LinkUndo)>,
     /// The outcome of a switchover running beside the workload.
     pub switchover: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum LinkUndo {
+    Up,
+    DeleteQdisc,
 }
 
 impl Undo {
@@ -95,7 +103,45 @@ impl Undo {
         if let Some(pid) = self.pid.take() {
             let _ = signal(pid, libc::SIGCONT);
         }
+        if let Some((ns, iface, what)) = self.link.take() {
+            let r = match what {
+                LinkUndo::Up => run("ip", &["-n", &ns, "link", "set", &iface, "up"]),
+                LinkUndo::DeleteQdisc => {
+                    run("tc", &["-n", &ns, "qdisc", "del", "dev", &iface, "root"])
+                }
+            };
+            if let Err(e) = r {
+                tracing::error!(error = %e, "undoing a link fault failed");
+            }
+        }
     }
+}
+
+/// Run a network tool (iproute2) and report its error output.
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn link_of(links: &BTreeMap<String, String>, node: &str) -> Result<(String, String), String> {
+    let l = links
+        .get(node)
+        .ok_or_else(|| format!("watch.links has no link for {node}"))?;
+    let (ns, iface) = l
+        .split_once(':')
+        .ok_or_else(|| format!("{l:?} is not NETNS:INTERFACE"))?;
+    Ok((ns.to_string(), iface.to_string()))
 }
 
 impl Drop for Undo {
@@ -109,10 +155,12 @@ pub async fn inject(
     fault: &Fault,
     target: &Resolved,
     nodes: &BTreeMap<String, String>,
+    links: &BTreeMap<String, String>,
     token: &str,
 ) -> Result<Undo, String> {
     let mut undo = Undo {
         pid: None,
+        link: None,
         switchover: None,
     };
     match (fault.kind, target.pid) {
@@ -141,6 +189,27 @@ pub async fn inject(
                     tracing::warn!(result = ?r, "switchover request did not succeed");
                 }
             });
+        }
+        (FaultKind::LinkDown, _) => {
+            let (ns, iface) = link_of(links, &target.node)?;
+            run("ip", &["-n", &ns, "link", "set", &iface, "down"])?;
+            undo.link = Some((ns, iface, LinkUndo::Up));
+        }
+        (FaultKind::Netem, _) => {
+            let (ns, iface) = link_of(links, &target.node)?;
+            let mut args: Vec<String> = ["-n", &ns, "qdisc", "add", "dev", &iface, "root", "netem"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            if let Some(d) = fault.delay {
+                args.extend(["delay".to_string(), format!("{}ms", d.get().as_millis())]);
+            }
+            if let Some(l) = &fault.loss {
+                args.extend(["loss".to_string(), l.clone()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run("tc", &args)?;
+            undo.link = Some((ns, iface, LinkUndo::DeleteQdisc));
         }
         (FaultKind::None, _) => {}
         (kind, None) => return Err(format!("{kind:?} needs a process")),

@@ -103,7 +103,7 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
             },
         };
         let at = clock::now();
-        match fault::inject(&s.fault, &t, &s.watch.nodes, &token).await {
+        match fault::inject(&s.fault, &t, &s.watch.nodes, &s.watch.links, &token).await {
             Ok(u) => undo = Some(u),
             Err(e) => {
                 stop.store(true, Ordering::Relaxed);
@@ -112,7 +112,9 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
         }
         fault_ms = Some(at.duration_since(start).as_secs_f64() * 1000.0);
         faulted = Some(t.node);
-        if let (FaultKind::Sigstop, Some(d)) = (s.fault.kind, s.fault.duration) {
+        if let (FaultKind::Sigstop | FaultKind::LinkDown | FaultKind::Netem, Some(d)) =
+            (s.fault.kind, s.fault.duration)
+        {
             tokio::time::sleep(d.get()).await;
             if let Some(u) = undo.as_mut() {
                 u.now();

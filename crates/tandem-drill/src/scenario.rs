@@ -95,10 +95,14 @@ pub struct Fault {
     /// A watched node by name, or "primary" (whichever node holds the lease at `at`).
     #[serde(default = "default_node")]
     pub node: String,
-    /// How long the fault lasts (sigstop).
+    /// How long the fault lasts (sigstop, link-down, netem).
     pub duration: Option<HumanDuration>,
     /// Switchover target.
     pub to: Option<String>,
+    /// netem: packet loss, e.g. "30%".
+    pub loss: Option<String>,
+    /// netem: added delay, e.g. "200ms".
+    pub delay: Option<HumanDuration>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -112,6 +116,10 @@ pub enum FaultKind {
     Graceful,
     /// A planned switchover through the admin API.
     Switchover,
+    /// The node's link (from `[watch] links`) set down, then up after `duration`.
+    LinkDown,
+    /// Packet loss and/or delay on the node's link (tc netem) for `duration`.
+    Netem,
     /// No fault: a baseline run.
     None,
 }
@@ -128,6 +136,10 @@ pub struct Watch {
     /// Other admin APIs (e.g. load balancers) whose events count for detection time.
     #[serde(default)]
     pub observers: Vec<String>,
+    /// Name -> "NETNS:INTERFACE" carrying that node's traffic, for link faults. The drill only
+    /// touches network namespaces that exist on this host.
+    #[serde(default)]
+    pub links: BTreeMap<String, String>,
 }
 
 /// What must hold for the drill to pass (exit status 1 otherwise).
@@ -216,6 +228,23 @@ impl Scenario {
                 return Err("a fault needs [watch] nodes to find its target".into());
             }
         }
+        if matches!(f.kind, FaultKind::LinkDown | FaultKind::Netem) {
+            self.check_links()?;
+        }
+        if f.kind == FaultKind::Netem && f.loss.is_none() && f.delay.is_none() {
+            return Err("a netem fault needs loss and/or delay".into());
+        }
+        if let Some(l) = &f.loss {
+            let ok = l
+                .strip_suffix('%')
+                .and_then(|n| n.parse::<f64>().ok())
+                .is_some_and(|n| (0.0..=100.0).contains(&n));
+            if !ok {
+                return Err(format!(
+                    "fault.loss {l:?} must be a percentage like \"30%\""
+                ));
+            }
+        }
         match f.kind {
             FaultKind::Sigstop if f.duration.is_none() => {
                 return Err("fault.duration is needed for sigstop".into())
@@ -230,6 +259,48 @@ impl Scenario {
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Link faults need, for every node they may hit, an existing namespace and a valid
+    /// interface name, and a duration.
+    fn check_links(&self) -> Result<(), String> {
+        let f = &self.fault;
+        let needed: Vec<&String> = if f.node == "primary" {
+            self.watch.nodes.keys().collect()
+        } else {
+            vec![&f.node]
+        };
+        for n in needed {
+            let link = self
+                .watch
+                .links
+                .get(n)
+                .ok_or_else(|| format!("watch.links has no link for {n}"))?;
+            let (ns, iface) = link
+                .split_once(':')
+                .ok_or_else(|| format!("watch.links.{n}: {link:?} is not NETNS:INTERFACE"))?;
+            let ns_ok =
+                !ns.is_empty() && !ns.contains('/') && Path::new("/run/netns").join(ns).exists();
+            if !ns_ok {
+                return Err(format!(
+                    "watch.links.{n}: network namespace {ns:?} does not exist"
+                ));
+            }
+            if iface.is_empty()
+                || iface.len() > 15
+                || !iface
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(format!(
+                    "watch.links.{n}: {iface:?} is not an interface name"
+                ));
+            }
+        }
+        if f.duration.is_none() {
+            return Err("fault.duration is needed for link faults".into());
         }
         Ok(())
     }
@@ -330,6 +401,27 @@ rto = "3s"
             err(&OK.replace("at = \"2s\"", "at = \"2s\"\nnode = \"n9\""))
                 .contains("not in [watch]")
         );
+        let link = |extra: &str| {
+            OK.replace(
+                "kind = \"sigkill\"",
+                &format!("kind = \"link-down\"\nduration = \"1s\"{extra}"),
+            )
+        };
+        assert!(err(&link("")).contains("watch.links has no link"));
+        let missing_ns = link("").replace(
+            "[objectives]",
+            "links = { n1 = \"no-such-ns:eth0\", n2 = \"no-such-ns:eth0\" }\n[objectives]",
+        );
+        assert!(
+            err(&missing_ns).contains("does not exist"),
+            "{}",
+            err(&missing_ns)
+        );
+        let netem = OK.replace(
+            "kind = \"sigkill\"",
+            "kind = \"netem\"\nduration = \"1s\"\nloss = \"lots\"",
+        );
+        assert!(err(&netem).contains("watch.links") || err(&netem).contains("percentage"));
         let allowed = OK
             .replace("127.0.0.1:8080", "10.1.1.1:8080")
             .replace("name = ", "allow_targets = [\"10.1.1.0/24\"]\nname = ");

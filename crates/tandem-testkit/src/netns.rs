@@ -144,6 +144,28 @@ impl Lab {
         r.unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// (namespace, interface) of host `i`'s port on the switch: setting it down cuts the host.
+    pub fn switch_port(&self, i: usize) -> (String, String) {
+        (self.switch.clone(), self.hosts[i].switch_port.clone())
+    }
+
+    /// Whether host `i`'s switch port is administratively up.
+    pub fn is_up(&self, i: usize) -> bool {
+        let (ns, port) = self.switch_port(i);
+        let Ok(o) = Command::new("ip")
+            .args(["-n", &ns, "-o", "link", "show", &port])
+            .output()
+        else {
+            return false;
+        };
+        // "5: port@if4: <BROADCAST,MULTICAST,UP,LOWER_UP> ..."
+        let text = String::from_utf8_lossy(&o.stdout);
+        text.split('<')
+            .nth(1)
+            .and_then(|f| f.split('>').next())
+            .is_some_and(|flags| flags.split(',').any(|f| f == "UP"))
+    }
+
     /// The command prefix that runs a program inside host `i`.
     pub fn wrapper(&self, i: usize) -> Vec<String> {
         vec![
