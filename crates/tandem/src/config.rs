@@ -210,16 +210,36 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 fn parse_error(text: &str, e: &toml::de::Error) -> Located {
     let span = e.span();
-    let key = span
-        .clone()
-        .and_then(|s| text.get(s))
-        .filter(|k| k.len() <= 64 && !k.contains('\n'))
-        .unwrap_or("")
-        .to_string();
+    let line = span.clone().map(|s| line_of(text, s.start));
+    let key = span.map(|s| key_at(text, s.start)).unwrap_or_default();
     Located {
-        line: span.map(|s| line_of(text, s.start)),
+        line,
         key,
         message: e.message().to_string(),
+    }
+}
+
+/// The dotted key of the `key = value` line holding `offset`, with its table, e.g.
+/// `backend.health.interval`; the text at `offset` when it is not on such a line.
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = &text[start..end];
+    let Some((key, _)) = line.split_once('=') else {
+        // A table header or a stray word: name what is there.
+        return line.trim().chars().take(64).collect();
+    };
+    let key = key.trim();
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
     }
 }
 

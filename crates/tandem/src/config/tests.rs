@@ -58,6 +58,10 @@ fn bad_duration_names_the_line() {
     let e = error_of(&GOOD.replace("\"500ms\"", "\"fast\""));
     assert!(e.starts_with("tandem.toml:16"), "{e}");
     assert!(e.contains("invalid duration"), "{e}");
+    assert!(
+        e.contains("backend.health.interval"),
+        "the key is named: {e}"
+    );
 }
 
 #[test]
