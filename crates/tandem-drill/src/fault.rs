@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::client::{self, Conn, Outcome};
-use crate::scenario::{Fault, FaultKind};
+use crate::scenario::{Fault, FaultKind, Via};
 
 /// A fault about to be injected: which node and process.
 #[derive(Clone, Debug)]
@@ -28,6 +28,8 @@ pub async fn resolve(fault: &Fault, nodes: &BTreeMap<String, String>) -> Result<
         .get(&node)
         .ok_or_else(|| format!("{node} is not watched"))?;
     let pid = match fault.kind {
+        // Through the node's API: it finds its own process.
+        _ if fault.via == Via::Api => None,
         FaultKind::Sigkill | FaultKind::Sigstop | FaultKind::Graceful => {
             let st = client::get_json(addr, "/status", Duration::from_secs(2))
                 .await

@@ -103,6 +103,21 @@ pub struct Fault {
     pub loss: Option<String>,
     /// netem: added delay, e.g. "200ms".
     pub delay: Option<HumanDuration>,
+    /// "local" (signals and namespaces of this host) or "api" (the node's `POST /faults`,
+    /// which needs `[admin] allow_faults = true` there and `watch.token_file` here).
+    #[serde(default)]
+    pub via: Via,
+    /// With `via = "api"`, the node's interface for link faults.
+    pub interface: Option<String>,
+}
+
+/// Where a fault is injected from.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    #[default]
+    Local,
+    Api,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -228,7 +243,20 @@ impl Scenario {
                 return Err("a fault needs [watch] nodes to find its target".into());
             }
         }
-        if matches!(f.kind, FaultKind::LinkDown | FaultKind::Netem) {
+        if f.via == Via::Api {
+            if !matches!(
+                f.kind,
+                FaultKind::Sigkill | FaultKind::Sigstop | FaultKind::LinkDown | FaultKind::Netem
+            ) {
+                return Err("via = \"api\" takes sigkill, sigstop, link-down or netem".into());
+            }
+            if self.watch.token_file.is_none() {
+                return Err("via = \"api\" needs watch.token_file".into());
+            }
+            if matches!(f.kind, FaultKind::LinkDown | FaultKind::Netem) && f.interface.is_none() {
+                return Err("a link fault via the api needs fault.interface".into());
+            }
+        } else if matches!(f.kind, FaultKind::LinkDown | FaultKind::Netem) {
             self.check_links()?;
         }
         if f.kind == FaultKind::Netem && f.loss.is_none() && f.delay.is_none() {
@@ -422,6 +450,23 @@ rto = "3s"
             "kind = \"netem\"\nduration = \"1s\"\nloss = \"lots\"",
         );
         assert!(err(&netem).contains("watch.links") || err(&netem).contains("percentage"));
+        let api = OK.replace(
+            "kind = \"sigkill\"",
+            "kind = \"sigstop\"\nduration = \"1s\"\nvia = \"api\"",
+        );
+        assert!(err(&api).contains("needs watch.token_file"));
+        let api_link = OK
+            .replace(
+                "kind = \"sigkill\"",
+                "kind = \"link-down\"\nduration = \"1s\"\nvia = \"api\"",
+            )
+            .replace("[objectives]", "token_file = \"t\"\n[objectives]");
+        assert!(err(&api_link).contains("fault.interface"));
+        assert!(Scenario::parse(
+            "s.toml",
+            &api_link.replace("via = \"api\"", "via = \"api\"\ninterface = \"eth0\"")
+        )
+        .is_ok());
         let allowed = OK
             .replace("127.0.0.1:8080", "10.1.1.1:8080")
             .replace("name = ", "allow_targets = [\"10.1.1.0/24\"]\nname = ");

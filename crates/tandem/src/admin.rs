@@ -29,6 +29,8 @@ pub struct AdminCtx {
     pub reloader: Arc<Reloader>,
     /// Mutating calls are refused on a non-loopback address without a token.
     pub loopback: bool,
+    /// `[admin] allow_faults`: drills may inject faults through `POST /faults`.
+    pub allow_faults: bool,
     pub started: tandem_core::clock::Instant,
 }
 
@@ -47,6 +49,7 @@ pub fn router(ctx: AdminCtx) -> Router {
         .route("/cluster", get(cluster))
         .route("/switchover", post(switchover))
         .route("/pause", post(pause))
+        .route("/faults", post(crate::faults::inject))
         .route("/resume", post(resume))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -185,7 +188,7 @@ async fn events(
 }
 
 /// Check the bearer token of a mutating call.
-fn authorize(ctx: &AdminCtx, headers: &HeaderMap) -> Result<(), Denied> {
+pub(crate) fn authorize(ctx: &AdminCtx, headers: &HeaderMap) -> Result<(), Denied> {
     let token = ctx.reloader.token();
     let Some(token) = token.as_deref() else {
         return if ctx.loopback {
@@ -213,7 +216,7 @@ fn authorize(ctx: &AdminCtx, headers: &HeaderMap) -> Result<(), Denied> {
 }
 
 /// Why a mutating call was refused.
-struct Denied(StatusCode, &'static str);
+pub(crate) struct Denied(StatusCode, &'static str);
 
 impl IntoResponse for Denied {
     fn into_response(self) -> Response {

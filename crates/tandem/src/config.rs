@@ -36,6 +36,9 @@ pub struct AdminConfig {
     pub listen: String,
     /// File holding the bearer token that mutating endpoints require.
     pub token_file: Option<PathBuf>,
+    /// Accept `POST /faults` (failover drills from another host). Off by default.
+    #[serde(default)]
+    pub allow_faults: bool,
 }
 
 /// `[runtime]`: process-wide settings (a restart applies changes).

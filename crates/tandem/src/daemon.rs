@@ -177,6 +177,7 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
                 events: events.clone(),
                 reloader: reloader.clone(),
                 loopback: addr.ip().is_loopback(),
+                allow_faults: config.admin.as_ref().is_some_and(|a| a.allow_faults),
                 started,
             };
             Some(tokio::spawn(admin::serve(listener, ctx, stop.clone())))

@@ -9,6 +9,7 @@ mod daemon;
 mod demo;
 mod demo_backend;
 mod drill_cmd;
+mod faults;
 mod logging;
 mod notify;
 

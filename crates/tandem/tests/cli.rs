@@ -280,3 +280,61 @@ fn events_are_filtered_and_streamed_live() {
         200
     );
 }
+
+#[test]
+fn faults_through_the_admin_api_are_opt_in_and_undone() {
+    let a = DemoBackend::start(bin(), "a");
+    let closed = start_node(&lb_config(&[("a", a.addr, false)], ""));
+    let r = closed.post("/faults", r#"{"kind":"sigstop","duration":"1s"}"#);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let open = start_node(&lb_config(&[("a", a.addr, false)], "").replace(
+        "token_file = \"{dir}/token\"",
+        "token_file = \"{dir}/token\"\nallow_faults = true",
+    ));
+    let admin = open.admin();
+    let r = http::request(
+        admin,
+        "POST",
+        "/faults",
+        &[("content-type", "application/json")],
+        br#"{"kind":"sigstop","duration":"1s"}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 401, "no token");
+    assert_eq!(open.post("/faults", r#"{"kind":"meteor"}"#).status, 400);
+    assert_eq!(
+        open.post("/faults", r#"{"kind":"sigstop"}"#).status,
+        400,
+        "no duration"
+    );
+    assert_eq!(
+        open.post(
+            "/faults",
+            r#"{"kind":"link-down","duration":"1s","interface":"eth0; reboot"}"#
+        )
+        .status,
+        400
+    );
+    // A real stop: the node stops answering, then answers again by itself.
+    assert_eq!(
+        open.post("/faults", r#"{"kind":"sigstop","duration":"1s"}"#)
+            .status,
+        202
+    );
+    assert!(wait_until(T, || http::request_timeout(
+        admin,
+        "GET",
+        "/health",
+        Duration::from_millis(200)
+    )
+    .is_err()));
+    assert!(wait_until(T, || http::request_timeout(
+        admin,
+        "GET",
+        "/health",
+        Duration::from_millis(200)
+    )
+    .is_ok()));
+    let ev = open.get_json("/events?kind=fault_injected");
+    assert_eq!(ev.as_array().map(|e| e.len()), Some(1), "{ev}");
+}
