@@ -436,3 +436,61 @@ fn dashboard_source_never_builds_markup_from_strings() {
         );
     }
 }
+
+/// The drill's HTML report opens without network access and draws its timeline.
+#[test]
+fn the_drill_report_renders_its_timeline() {
+    use tandem_drill::report::{RunReport, Timeline};
+    // A run with a 500 ms outage after a fault at 1 s: successes before and after, failures in
+    // between, and a new primary.
+    let n = 300;
+    let mut timeline = Timeline {
+        bucket_ms: 10,
+        ..Default::default()
+    };
+    for i in 0..n {
+        let outage = (100..150).contains(&i);
+        timeline.ok.push(if outage { 0 } else { 4 });
+        timeline.failed.push(if outage { 4 } else { 0 });
+        timeline.max_latency_ms.push(if outage { 3.0 } else { 1.0 });
+    }
+    timeline.primaries = vec![(0.0, "n1".into(), 1), (1500.0, "n2".into(), 2)];
+    let run = RunReport {
+        scenario: "kill-primary".into(),
+        fault: "sigkill".into(),
+        faulted_node: Some("n1".into()),
+        fault_ms: Some(1000.0),
+        requests: 1200,
+        ok: 1000,
+        failed: 200,
+        rto_ms: 500.0,
+        timeline,
+        ..Default::default()
+    };
+    let summary = tandem_drill::Summary::new("kill-primary", vec![run]);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("report.html");
+    std::fs::write(&file, summary.html()).unwrap_or_else(|e| panic!("{e}"));
+    let browser = Browser::start();
+    browser.open(&format!("file://{}", file.display()));
+    let script = "const svg = document.querySelector('svg'); const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};\
+                  return { rects: document.querySelectorAll('svg rect').length, failed: document.querySelectorAll('svg rect.failed').length,\
+                  width: box.width, height: box.height, text: document.body.innerText };";
+    let v = browser.call(
+        "POST",
+        "/execute/sync",
+        Some(&json!({ "script": script, "args": [] })),
+    );
+    assert!(v["rects"].as_u64().unwrap_or(0) > 200, "{v:#}");
+    assert_eq!(v["failed"].as_u64(), Some(50), "{v:#}");
+    assert!(
+        v["width"].as_f64().unwrap_or(0.0) > 300.0 && v["height"].as_f64().unwrap_or(0.0) > 50.0,
+        "{v:#}"
+    );
+    let text = v["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains("time without service") && text.contains("n2 (token 2)"),
+        "{text}"
+    );
+    browser.screenshot(&artefact("drill-report.png"));
+}
