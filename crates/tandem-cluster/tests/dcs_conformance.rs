@@ -7,7 +7,6 @@
 //! work relative to its current version, so their order does not matter.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -321,11 +320,9 @@ async fn mem_dcs_conforms() {
 
 // ===== embedded Raft =====
 
+/// Below the ephemeral range, so no outgoing connection takes it first (see tandem-testkit).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    tandem_testkit::free_port()
 }
 
 /// Three Raft nodes on loopback; `nodes[i]` is `None` once stopped. Node ids follow the sorted

@@ -30,12 +30,41 @@ pub fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A port that was free a moment ago, for programs that cannot bind port 0 themselves (nginx).
+/// A port that was free a moment ago, for programs that cannot bind port 0 themselves (nginx,
+/// cluster peers that must know each other's addresses in advance).
+///
+/// It is drawn below the kernel's ephemeral range (32768 and up by default), so that no
+/// outgoing connection of a parallel test can take it before the program binds it, and never
+/// handed out twice by one test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let seed = u64::from(std::process::id()) << 32
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    let _ = STATE.compare_exchange(0, seed | 1, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..1000 {
+        // xorshift, good enough to spread parallel test processes over the range.
+        let mut x = STATE.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        STATE.store(x, Ordering::Relaxed);
+        let port = 20_000 + (x % 12_000) as u16;
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port found below the ephemeral range on 127.0.0.1");
 }
 
 /// Path of a system program, or a panic that says how to install it.

@@ -87,98 +87,6 @@ fn promtool_unit_tests_pass() {
 // ===== a real Prometheus server =====
 
 /// Three `tandem run` cluster members on loopback, as in tests/cluster.rs.
-struct TestCluster {
-    nodes: Vec<Node>,
-    _shared: tempfile::TempDir,
-}
-
-fn cluster(n: usize) -> TestCluster {
-    let shared = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let secret = shared.path().join("secret");
-    std::fs::write(&secret, "cluster-secret-for-tests-0123").unwrap_or_else(|e| panic!("{e}"));
-    let ports: Vec<u16> = (0..n).map(|_| tandem_testkit::free_port()).collect();
-    let peers = (0..n)
-        .map(|i| format!("n{} = \"127.0.0.1:{}\"", i + 1, ports[i]))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let nodes = (0..n)
-        .map(|i| {
-            let cfg = format!(
-                r#"
-[admin]
-listen = "127.0.0.1:0"
-token_file = "{{dir}}/token"
-
-[node]
-name = "n{}"
-data_dir = "{{dir}}/data"
-
-[cluster]
-name = "alerts"
-listen = "127.0.0.1:{}"
-peers = {{ {peers} }}
-lease_ttl = "1s"
-secret_file = "{}"
-"#,
-                i + 1,
-                ports[i],
-                secret.display(),
-            );
-            Node::start(bin(), &cfg, &[], Some(TOKEN))
-        })
-        .collect();
-    TestCluster {
-        nodes,
-        _shared: shared,
-    }
-}
-
-impl TestCluster {
-    fn is_primary(&self, i: usize) -> bool {
-        http::request_timeout(
-            self.nodes[i].admin(),
-            "GET",
-            "/primary",
-            Duration::from_millis(500),
-        )
-        .is_ok_and(|r| r.status == 200)
-    }
-
-    /// Wait until exactly one node among `among` is primary.
-    fn wait_primary(&self, among: &[usize]) -> usize {
-        let mut found = None;
-        let ok = wait_until(T, || {
-            let p: Vec<usize> = among
-                .iter()
-                .copied()
-                .filter(|&i| self.is_primary(i))
-                .collect();
-            found = p.first().copied();
-            p.len() == 1
-        });
-        match (ok, found) {
-            (true, Some(p)) => p,
-            _ => panic!("no single primary among {among:?}"),
-        }
-    }
-
-    /// Wait until every node sees every member alive and the same lease holder.
-    fn wait_formed(&self) {
-        let n = self.nodes.len();
-        let ok = wait_until(T, || {
-            let views: Vec<Value> = self.nodes.iter().map(|n| n.get_json("/cluster")).collect();
-            views.iter().all(|v| {
-                v["lease_holder"].is_string()
-                    && v["lease_holder"] == views[0]["lease_holder"]
-                    && v["members"]
-                        .as_array()
-                        .is_some_and(|m| m.len() == n && m.iter().all(|m| m["alive"] == true))
-            })
-        });
-        assert!(ok, "the cluster did not form");
-    }
-}
-
 /// A Prometheus server in a temporary directory, killed (by PID) on drop.
 struct Prometheus {
     proc: Proc,
@@ -307,7 +215,7 @@ fn encode(s: &str) -> String {
 
 #[test]
 fn prometheus_fires_failover_happened_when_the_primary_is_killed() {
-    let mut c = cluster(3);
+    let mut c = cluster(3, |_| String::new());
     c.wait_primary(&[0, 1, 2]);
     c.wait_formed();
     let admins: Vec<SocketAddr> = c.nodes.iter().map(|n| n.admin()).collect();
