@@ -136,13 +136,24 @@ struct Ports {
 
 impl Ports {
     fn pick() -> anyhow::Result<Ports> {
-        // Held together until all are chosen, so no two are the same.
+        // Free ports below the kernel's ephemeral range (32768 and up by default), so that no
+        // outgoing connection takes one before its process binds it; held together until all
+        // are chosen, so no two are the same.
         let mut held = Vec::new();
+        let mut x = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ tandem_core::clock::unix_millis();
         let mut next = || -> anyhow::Result<u16> {
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            let p = l.local_addr()?.port();
-            held.push(l);
-            Ok(p)
+            for _ in 0..1000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let port = 20_000 + (x % 12_000) as u16;
+                if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                    held.push(l);
+                    return Ok(port);
+                }
+            }
+            anyhow::bail!("no free port on 127.0.0.1 between 20000 and 32000")
         };
         Ok(Ports {
             peer: [next()?, next()?, next()?],
