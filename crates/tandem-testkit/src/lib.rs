@@ -34,8 +34,9 @@ pub fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// cluster peers that must know each other's addresses in advance).
 ///
 /// It is drawn below the kernel's ephemeral range (32768 and up by default), so that no
-/// outgoing connection of a parallel test can take it before the program binds it, and never
-/// handed out twice by one test process.
+/// outgoing connection of a parallel test can take it before the program binds it, from a block
+/// of 500 ports chosen by the process id (so parallel test processes rarely share a block), and
+/// never handed out twice by one test process.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Mutex;
@@ -54,7 +55,8 @@ pub fn free_port() -> u16 {
         x ^= x >> 7;
         x ^= x << 17;
         STATE.store(x, Ordering::Relaxed);
-        let port = 20_000 + (x % 12_000) as u16;
+        let block = (std::process::id() % 24) as u16;
+        let port = 20_000 + block * 500 + (x % 500) as u16;
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
         if given.contains(&port) {
             continue;

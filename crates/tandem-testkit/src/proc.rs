@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,8 @@ pub struct Proc {
     child: Child,
     name: String,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Output pipes closed so far (2 once the process and its children are gone).
+    closed: Arc<AtomicUsize>,
 }
 
 impl Proc {
@@ -23,16 +26,18 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let closed = Arc::new(AtomicUsize::new(0));
         if let Some(out) = child.stdout.take() {
-            pump(out, lines.clone());
+            pump(out, lines.clone(), closed.clone());
         }
         if let Some(err) = child.stderr.take() {
-            pump(err, lines.clone());
+            pump(err, lines.clone(), closed.clone());
         }
         Proc {
             child,
             name: name.to_string(),
             lines,
+            closed,
         }
     }
 
@@ -61,7 +66,9 @@ impl Proc {
                 }
             }
             seen = lines.len();
-            if Instant::now() >= end {
+            // The output ended (the process is gone): no line can come any more.
+            let ended = self.closed.load(Ordering::Acquire) == 2 && self.output().len() == seen;
+            if ended || Instant::now() >= end {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -128,7 +135,7 @@ fn unsafe_kill(pid: i32, sig: i32) -> i32 {
     unsafe { libc::kill(pid, sig) }
 }
 
-fn pump(r: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
+fn pump(r: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>, closed: Arc<AtomicUsize>) {
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines() {
             let Ok(line) = line else { break };
@@ -136,5 +143,6 @@ fn pump(r: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
                 l.push(line);
             }
         }
+        closed.fetch_add(1, Ordering::Release);
     });
 }
