@@ -30,6 +30,13 @@ impl Reloader {
         &self.path
     }
 
+    pub fn drain_timeout(&self) -> Option<std::time::Duration> {
+        self.current
+            .lock()
+            .ok()
+            .map(|c| c.runtime.drain_timeout.get())
+    }
+
     pub fn token(&self) -> Option<String> {
         self.token.lock().map(|t| t.clone()).unwrap_or(None)
     }
@@ -200,7 +207,10 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
             _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
         }
     }
-    let deadline = config.runtime.drain_timeout.get();
+    // The drain deadline of the configuration running now (a reload may have changed it).
+    let deadline = reloader
+        .drain_timeout()
+        .unwrap_or(config.runtime.drain_timeout.get());
     // The lease goes first, so another node can take over while this one drains.
     if let Some(c) = cluster {
         c.stop().await;
