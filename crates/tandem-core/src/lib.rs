@@ -7,6 +7,7 @@ pub mod clock;
 pub mod duration;
 pub mod events;
 pub mod health;
+pub mod ports;
 pub mod probe;
 pub mod shutdown;
 pub mod task;

@@ -234,15 +234,6 @@ impl Proxy {
         Ok(())
     }
 
-    /// Addresses the frontends are bound to, by frontend name.
-    pub fn bound(&self) -> Vec<(String, SocketAddr)> {
-        self.lock()
-            .listeners
-            .iter()
-            .map(|l| (l.shared.runtime.load().name.clone(), l.shared.bound))
-            .collect()
-    }
-
     pub fn status(&self) -> ProxyStatus {
         let inner = self.lock();
         let mut backends: Vec<BackendStatus> =

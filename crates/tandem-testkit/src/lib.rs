@@ -38,30 +38,16 @@ pub fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// of 500 ports chosen by the process id (so parallel test processes rarely share a block), and
 /// never handed out twice by one test process.
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Mutex;
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let seed = u64::from(std::process::id()) << 32
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-    let _ = STATE.compare_exchange(0, seed | 1, Ordering::Relaxed, Ordering::Relaxed);
-    for _ in 0..1000 {
-        // xorshift, good enough to spread parallel test processes over the range.
-        let mut x = STATE.load(Ordering::Relaxed);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        STATE.store(x, Ordering::Relaxed);
-        let block = (std::process::id() % 24) as u16;
-        let port = 20_000 + block * 500 + (x % 500) as u16;
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if given.contains(&port) {
-            continue;
-        }
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+    static PICKER: Mutex<Option<(tandem_core::ports::PortPicker, Vec<u16>)>> = Mutex::new(None);
+    let mut guard = PICKER.lock().unwrap_or_else(|e| e.into_inner());
+    let (picker, given) =
+        guard.get_or_insert_with(|| (tandem_core::ports::PortPicker::new(), Vec::new()));
+    for _ in 0..100 {
+        let Some((port, _released)) = picker.pick() else {
+            break;
+        };
+        if !given.contains(&port) {
             given.push(port);
             return port;
         }

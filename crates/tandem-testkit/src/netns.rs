@@ -120,26 +120,22 @@ impl Lab {
 
     /// Cut host `i` off the shared network (its switch port goes down).
     pub fn cut(&self, i: usize) {
-        let r = ip(&[
-            "-n",
-            &self.switch,
-            "link",
-            "set",
-            &self.hosts[i].switch_port,
-            "down",
-        ]);
-        r.unwrap_or_else(|e| panic!("{e}"));
+        self.set_port(i, "down");
     }
 
     /// Reconnect host `i`.
     pub fn heal(&self, i: usize) {
+        self.set_port(i, "up");
+    }
+
+    fn set_port(&self, i: usize, state: &str) {
         let r = ip(&[
             "-n",
             &self.switch,
             "link",
             "set",
             &self.hosts[i].switch_port,
-            "up",
+            state,
         ]);
         r.unwrap_or_else(|e| panic!("{e}"));
     }

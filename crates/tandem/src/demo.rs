@@ -136,26 +136,15 @@ struct Ports {
 
 impl Ports {
     fn pick() -> anyhow::Result<Ports> {
-        // Free ports below the kernel's ephemeral range (32768 and up by default), so that no
-        // outgoing connection takes one before its process binds it, from a block of 500 chosen
-        // by our pid (so two demos started together do not race for the same ports); held
-        // together until all are chosen, so no two are the same.
+        // Held together until all are chosen, so no two are the same.
+        let mut picker = tandem_core::ports::PortPicker::new();
         let mut held = Vec::new();
-        let mut x = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ tandem_core::clock::unix_millis();
         let mut next = || -> anyhow::Result<u16> {
-            for _ in 0..1000 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let block = (std::process::id() % 24) as u16;
-                let port = 20_000 + block * 500 + (x % 500) as u16;
-                if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-                    held.push(l);
-                    return Ok(port);
-                }
-            }
-            anyhow::bail!("no free port on 127.0.0.1 between 20000 and 32000")
+            let (port, l) = picker
+                .pick()
+                .ok_or_else(|| anyhow::anyhow!("no free port on 127.0.0.1 below 32000"))?;
+            held.push(l);
+            Ok(port)
         };
         Ok(Ports {
             peer: [next()?, next()?, next()?],

@@ -5,7 +5,7 @@
 pub mod peer;
 mod store;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -199,16 +199,6 @@ impl RaftDcs {
     pub fn raft_leader(&self) -> (u64, Option<NodeId>) {
         let m = self.raft.metrics().borrow().clone();
         (m.current_term, m.current_leader)
-    }
-
-    pub fn members(&self) -> BTreeSet<NodeId> {
-        self.raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect()
     }
 }
 
