@@ -110,6 +110,17 @@ impl AgentHandle {
         }
     }
 
+    /// Until when this node may act as primary (by its monotonic clock), whether or not its
+    /// service is healthy: whatever acts for the primary (a virtual IP, a database) must have
+    /// stopped by then, because the lease can pass on soon after.
+    pub fn lease_deadline(&self) -> Option<Instant> {
+        let s = self.shared.lock().ok()?;
+        match s.role {
+            Role::Primary { valid_until, .. } if clock::now() < valid_until => Some(valid_until),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> Option<ClusterStatus> {
         let s = self.shared.lock().ok()?;
         let mut st = s.status.clone()?;
