@@ -25,13 +25,17 @@ use crate::state::{ClusterState, Command, MemberInfo, Outcome};
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// An object-safe view of a `Dcs`, so the handle needs no type parameter.
-trait DynDcs: Send + Sync {
+pub(crate) trait DynDcs: Send + Sync {
     fn write_dyn(&self, cmd: Command) -> BoxFut<'_, Result<Outcome, DcsError>>;
+    fn read_dyn(&self) -> BoxFut<'_, Result<ClusterState, DcsError>>;
 }
 
 impl<D: Dcs> DynDcs for D {
     fn write_dyn(&self, cmd: Command) -> BoxFut<'_, Result<Outcome, DcsError>> {
         Box::pin(self.write(cmd))
+    }
+    fn read_dyn(&self) -> BoxFut<'_, Result<ClusterState, DcsError>> {
+        Box::pin(self.read())
     }
 }
 
@@ -79,6 +83,7 @@ struct Shared {
 #[derive(Clone)]
 pub struct AgentHandle {
     shared: Arc<Mutex<Shared>>,
+    pg: Option<crate::postgres::PgHandle>,
     dcs: Arc<dyn DynDcs>,
     me: String,
     ttl: Duration,
@@ -119,6 +124,11 @@ impl AgentHandle {
             Role::Primary { valid_until, .. } if clock::now() < valid_until => Some(valid_until),
             _ => None,
         }
+    }
+
+    /// The managed PostgreSQL, for `kind = "postgres"` services.
+    pub fn postgres(&self) -> Option<&crate::postgres::PgHandle> {
+        self.pg.as_ref()
     }
 
     pub fn status(&self) -> Option<ClusterStatus> {
@@ -224,12 +234,16 @@ pub struct Agent<D> {
     last_holder: Option<String>,
     /// The last node seen holding the lease (not cleared by a release).
     previous_primary: Option<String>,
+    pg: Option<crate::postgres::PgHandle>,
+    view_tx: tokio::sync::watch::Sender<crate::postgres::View>,
 }
 
 enum Msg {
     Read(Result<ClusterState, DcsError>),
     Engine(Event),
     Health(bool),
+    /// (PostgreSQL) whether this node may take the lease; the manager reports its own events.
+    Eligible(bool),
 }
 
 impl<D: Dcs> Agent<D> {
@@ -244,11 +258,16 @@ impl<D: Dcs> Agent<D> {
             priority: parts.node.priority,
             nofailover: parts.node.nofailover,
         };
-        let healthy_at_start = parts
+        let is_pg = parts
             .service
             .as_ref()
-            .and_then(|s| s.health.as_ref())
-            .is_none();
+            .is_some_and(|s| s.kind == crate::config::ServiceKind::Postgres);
+        let healthy_at_start = !is_pg
+            && parts
+                .service
+                .as_ref()
+                .and_then(|s| s.health.as_ref())
+                .is_none();
         let shared = Arc::new(Mutex::new(Shared {
             role: Role::Replica,
             promoted: None,
@@ -257,8 +276,15 @@ impl<D: Dcs> Agent<D> {
             status: None,
         }));
         let (tx, rx) = mpsc::unbounded_channel();
-        let (hooks, hook_runner) = spawn_hook_runner(&parts, shared.clone(), tx.clone());
         let handle_dcs: Arc<dyn DynDcs> = parts.dcs.clone();
+        let (view_tx, view_rx) = tokio::sync::watch::channel(crate::postgres::View::default());
+        let pg = if is_pg {
+            start_postgres(&parts, shared.clone(), handle_dcs.clone(), view_rx, tx.clone())
+        } else {
+            None
+        };
+        let (hooks, hook_runner) =
+            spawn_hook_runner(&parts, shared.clone(), tx.clone(), pg.clone());
         let me = parts.node.name.clone();
         let ttl = c.lease_ttl.get();
         let mut engine = LeaseEngine::new(settings);
@@ -273,10 +299,13 @@ impl<D: Dcs> Agent<D> {
             reading: false,
             last_holder: None,
             previous_primary: None,
+            pg: pg.clone(),
+            view_tx,
         };
         let task = TaskHandle::spawn(agent.run(rx));
         AgentHandle {
             shared,
+            pg,
             dcs: handle_dcs,
             me,
             ttl,
@@ -293,6 +322,7 @@ impl<D: Dcs> Agent<D> {
             me,
             self.member_info_base(),
             every,
+            self.pg.clone(),
         ));
         let _health = self
             .parts
@@ -300,7 +330,7 @@ impl<D: Dcs> Agent<D> {
             .as_ref()
             .and_then(|s| s.health.clone())
             .map(|h| TaskHandle::spawn(check_service(h, self.tx.clone())));
-        let _ = self.hooks.send(Job::Hook(Hook::Start, None));
+        let _ = self.hooks.send(Job::Hook(Hook::Start, None, false));
         // Reads and ticks follow a fixed schedule, whatever else arrives meanwhile.
         let tick = (self.parts.cluster.lease_ttl.get() / 10).max(Duration::from_millis(10));
         let mut next_tick = clock::now();
@@ -340,6 +370,10 @@ impl<D: Dcs> Agent<D> {
                         self.parts.events.emit(if h { "service_healthy" } else { "service_unhealthy" }, "cluster", &self.parts.node.name, "service health check");
                         Event::Health(h)
                     }
+                    Some(Msg::Eligible(e)) => {
+                        if let Ok(mut s) = self.shared.lock() { s.healthy = e; }
+                        Event::Health(e)
+                    }
                     None => break,
                 },
                 _ = self.parts.shutdown.wait() => break,
@@ -363,12 +397,20 @@ impl<D: Dcs> Agent<D> {
             self.on_demote(token, "node stopping");
             let _ = self.hooks.send(Job::Release { token });
         }
-        let _ = self.hooks.send(Job::Hook(Hook::Stop, None));
+        let _ = self.hooks.send(Job::Hook(Hook::Stop, None, false));
         let wait = self
             .parts
             .service
             .as_ref()
-            .map(|s| s.hook_timeout.get() * 2)
+            .map(|s| {
+                if self.pg.is_some() {
+                    // A fast shutdown of PostgreSQL, with time for the standbys to take the
+                    // last WAL.
+                    Duration::from_secs(20)
+                } else {
+                    s.hook_timeout.get() * 2
+                }
+            })
             .unwrap_or_default();
         let Agent {
             hooks, hook_runner, ..
@@ -513,7 +555,9 @@ impl<D: Dcs> Agent<D> {
                 };
                 let why = format!("{reason}; fencing token {token}");
                 self.parts.events.emit("promoted", "cluster", &me, why);
-                let _ = self.hooks.send(Job::Hook(Hook::Promote, Some(token)));
+                let _ = self
+                    .hooks
+                    .send(Job::Hook(Hook::Promote, Some(token), planned));
             }
             Action::Demote { token, reason } => {
                 self.set_role(Role::Replica);
@@ -537,7 +581,10 @@ impl<D: Dcs> Agent<D> {
             &me,
             format!("{reason}; fencing token {token}"),
         );
-        let _ = self.hooks.send(Job::Hook(Hook::Demote, Some(token)));
+        let planned = reason.contains("switchover");
+        let _ = self
+            .hooks
+            .send(Job::Hook(Hook::Demote, Some(token), planned));
     }
 
     fn set_role(&self, role: Role) {
@@ -584,6 +631,7 @@ impl<D: Dcs> Agent<D> {
             priority: self.parts.node.priority,
             nofailover: self.parts.node.nofailover,
             api: self.parts.api.map(|a| a.to_string()).unwrap_or_default(),
+            pg: None,
         }
     }
 
@@ -651,8 +699,76 @@ impl<D: Dcs> Agent<D> {
             switchover: view.switchover.clone(),
             members,
         };
+        if self.pg.is_some() {
+            let alive = status
+                .members
+                .iter()
+                .filter(|m| m.alive)
+                .map(|m| m.name.clone())
+                .collect();
+            self.view_tx.send_replace(crate::postgres::View {
+                state: view.clone(),
+                alive,
+            });
+        }
         if let Ok(mut s) = self.shared.lock() {
             s.status = Some(status);
+        }
+    }
+}
+
+/// Start the PostgreSQL manager of a `kind = "postgres"` service.
+fn start_postgres<D: Dcs>(
+    parts: &AgentParts<D>,
+    shared: Arc<Mutex<Shared>>,
+    dcs: Arc<dyn DynDcs>,
+    view: tokio::sync::watch::Receiver<crate::postgres::View>,
+    tx: mpsc::UnboundedSender<Msg>,
+) -> Option<crate::postgres::PgHandle> {
+    let svc = parts.service.as_ref()?;
+    let settings = match svc.postgres(&parts.node, &parts.cluster) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(component = "postgres", error = %e, "PostgreSQL not managed");
+            return None;
+        }
+    };
+    let (eligible, mut eligible_rx) = mpsc::unbounded_channel();
+    let lease = Arc::new(move || {
+        let s = shared.lock().ok()?;
+        match s.role {
+            Role::Primary { valid_until, .. } if clock::now() < valid_until => Some(valid_until),
+            _ => None,
+        }
+    });
+    let mparts = crate::postgres::manager::ManagerParts {
+        settings,
+        me: parts.node.name.clone(),
+        dcs,
+        view,
+        lease,
+        eligible,
+        events: parts.events.clone(),
+        metrics: parts.metrics.pg.clone(),
+        ttl: parts.cluster.lease_ttl.get(),
+        margin: parts.cluster.margin(),
+        watchdog_exe: crate::postgres::watchdog_exe(),
+    };
+    match crate::postgres::manager::start(mparts) {
+        Ok((handle, _task)) => {
+            tokio::spawn(async move {
+                while let Some(e) = eligible_rx.recv().await {
+                    if tx.send(Msg::Eligible(e)).is_err() {
+                        return;
+                    }
+                }
+            });
+            Some(handle)
+        }
+        Err(e) => {
+            tracing::error!(component = "postgres", error = %e, "PostgreSQL not managed");
+            parts.events.emit("postgres_error", "postgres", &parts.node.name, e);
+            None
         }
     }
 }
@@ -675,7 +791,8 @@ fn demotion_kind(reason: &str) -> &'static str {
 /// goes out only once that hook has finished, so the next primary never promotes while this
 /// node still acts as one.
 enum Job {
-    Hook(Hook, Option<u64>),
+    /// The hook, the fencing token, and whether it is part of a planned switchover.
+    Hook(Hook, Option<u64>, bool),
     Release { token: u64 },
 }
 
@@ -684,6 +801,7 @@ fn spawn_hook_runner<D: Dcs>(
     parts: &AgentParts<D>,
     shared: Arc<Mutex<Shared>>,
     events: mpsc::UnboundedSender<Msg>,
+    pg: Option<crate::postgres::PgHandle>,
 ) -> (mpsc::UnboundedSender<Job>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     let service = parts.service.clone();
@@ -707,7 +825,44 @@ fn spawn_hook_runner<D: Dcs>(
                     let _ = events.send(Msg::Engine(Event::ReleaseDone));
                     continue;
                 }
-                Job::Hook(hook, token) => (hook, token),
+                Job::Hook(hook, token, planned) => {
+                    if let Some(pg) = &pg {
+                        let ok = match (hook, token) {
+                            (Hook::Promote, Some(t)) => match pg.promote(t, planned).await {
+                                Ok(()) => true,
+                                Err(e) => {
+                                    metrics
+                                        .hook_failures
+                                        .get_or_create(&ReasonLabel {
+                                            reason: "promote".into(),
+                                        })
+                                        .inc();
+                                    tracing::error!(component = "postgres", error = %e, "promotion refused or failed");
+                                    false
+                                }
+                            },
+                            (Hook::Demote, _) => {
+                                pg.demote(planned).await;
+                                true
+                            }
+                            (Hook::Stop, _) => {
+                                pg.stop().await;
+                                true
+                            }
+                            _ => true,
+                        };
+                        if hook == Hook::Promote && ok {
+                            if let Ok(mut s) = shared.lock() {
+                                if matches!(s.role, Role::Primary { token: t, .. } if Some(t) == token)
+                                {
+                                    s.promoted = token;
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    (hook, token)
+                }
             };
             let cmd = service.as_ref().and_then(|svc| match hook {
                 Hook::Start => svc.start.clone(),
@@ -761,6 +916,7 @@ async fn heartbeat<D: Dcs>(
     me: String,
     base: MemberInfo,
     every: Duration,
+    pg: Option<crate::postgres::PgHandle>,
 ) {
     loop {
         let healthy = shared.lock().map(|s| s.healthy).unwrap_or(false);
@@ -768,6 +924,7 @@ async fn heartbeat<D: Dcs>(
             node: me.clone(),
             info: MemberInfo {
                 healthy,
+                pg: pg.as_ref().and_then(|p| p.member()),
                 ..base.clone()
             },
         };

@@ -72,6 +72,21 @@ pub struct ServiceConfig {
     #[serde(default = "default_hook_timeout")]
     pub hook_timeout: HumanDuration,
     pub health: Option<ServiceHealth>,
+    // ----- kind = "postgres" -----
+    /// Directory with postgres, initdb, pg_basebackup, pg_rewind and pg_controldata.
+    pub bin_dir: Option<PathBuf>,
+    /// PostgreSQL's data directory (created, owned by `os_user`).
+    pub data_dir: Option<PathBuf>,
+    /// `IP:PORT` PostgreSQL listens on.
+    pub listen: Option<String>,
+    /// The OS user PostgreSQL runs as (it refuses to run as root).
+    pub os_user: Option<String>,
+    pub replication_user: Option<String>,
+    pub synchronous: Option<crate::postgres::SyncMode>,
+    pub maximum_lag_on_failover: Option<String>,
+    pub use_rewind: Option<bool>,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -299,12 +314,203 @@ fn validate_cluster(n: &NodeConfig, c: &ClusterConfig, issues: &mut Vec<Issue>) 
     }
 }
 
+impl ServiceConfig {
+    /// The resolved settings of a `kind = "postgres"` service.
+    pub fn postgres(
+        &self,
+        node: &NodeConfig,
+        cluster: &ClusterConfig,
+    ) -> Result<crate::postgres::PgSettings, String> {
+        use crate::postgres::{parse_size, PgSettings};
+        let bin_dir = self
+            .bin_dir
+            .clone()
+            .ok_or("kind = \"postgres\" needs bin_dir")?;
+        let data_dir = self
+            .data_dir
+            .clone()
+            .ok_or("kind = \"postgres\" needs data_dir")?;
+        let listen = self
+            .listen
+            .as_deref()
+            .ok_or("kind = \"postgres\" needs listen = \"IP:PORT\"")?;
+        let listen: SocketAddr = listen
+            .parse()
+            .map_err(|_| format!("listen: {listen:?} is not IP:PORT"))?;
+        let maximum_lag_on_failover =
+            parse_size(self.maximum_lag_on_failover.as_deref().unwrap_or("1MB"))?;
+        let peer_ips = cluster
+            .peers
+            .values()
+            .filter_map(|a| a.parse::<SocketAddr>().ok())
+            .map(|a| a.ip())
+            .collect();
+        Ok(PgSettings {
+            bin_dir,
+            data_dir,
+            listen,
+            os_user: self.os_user.clone().unwrap_or_else(|| "postgres".into()),
+            replication_user: self
+                .replication_user
+                .clone()
+                .unwrap_or_else(|| "replicator".into()),
+            synchronous: self.synchronous.unwrap_or_default(),
+            maximum_lag_on_failover,
+            use_rewind: self.use_rewind.unwrap_or(true),
+            parameters: self.parameters.clone(),
+            peer_ips,
+            log_file: node.data_dir.join("postgresql.log"),
+        })
+    }
+
+    fn postgres_keys(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let mut has = |set: bool, k: &'static str| {
+            if set {
+                v.push(k)
+            }
+        };
+        has(self.bin_dir.is_some(), "bin_dir");
+        has(self.data_dir.is_some(), "data_dir");
+        has(self.listen.is_some(), "listen");
+        has(self.os_user.is_some(), "os_user");
+        has(self.replication_user.is_some(), "replication_user");
+        has(self.synchronous.is_some(), "synchronous");
+        has(
+            self.maximum_lag_on_failover.is_some(),
+            "maximum_lag_on_failover",
+        );
+        has(self.use_rewind.is_some(), "use_rewind");
+        has(!self.parameters.is_empty(), "parameters");
+        v
+    }
+}
+
+fn validate_postgres(s: &ServiceConfig, issues: &mut Vec<Issue>) {
+    for (set, key) in [
+        (s.start.is_some(), "start"),
+        (s.stop.is_some(), "stop"),
+        (s.promote.is_some(), "promote"),
+        (s.demote.is_some(), "demote"),
+        (s.health.is_some(), "health"),
+    ] {
+        if set {
+            issues.push(Issue::new(
+                format!("service.{key}"),
+                "not used with kind = \"postgres\": tandem runs and checks PostgreSQL itself",
+            ));
+        }
+    }
+    match &s.bin_dir {
+        None => issues.push(Issue::new("service.bin_dir", "kind = \"postgres\" needs bin_dir (e.g. \"/usr/lib/postgresql/15/bin\")")),
+        Some(b) => {
+            let missing: Vec<&str> = crate::postgres::PROGRAMS
+                .iter()
+                .copied()
+                .filter(|p| !b.join(p).is_file())
+                .collect();
+            if !missing.is_empty() {
+                issues.push(Issue::new(
+                    "service.bin_dir",
+                    format!("{} has no {}", b.display(), missing.join(", ")),
+                ));
+            }
+        }
+    }
+    let user = s.os_user.as_deref().unwrap_or("postgres");
+    let os_user = match crate::postgres::sys::lookup_user(user) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            issues.push(Issue::new("service.os_user", e));
+            None
+        }
+    };
+    if os_user.as_ref().is_some_and(|u| u.uid == 0) {
+        issues.push(Issue::new(
+            "service.os_user",
+            "PostgreSQL refuses to run as root: name an unprivileged user",
+        ));
+    }
+    match &s.data_dir {
+        None => issues.push(Issue::new("service.data_dir", "kind = \"postgres\" needs data_dir")),
+        Some(d) if !d.is_absolute() => issues.push(Issue::new(
+            "service.data_dir",
+            "must be an absolute path",
+        )),
+        Some(d) => {
+            use std::os::unix::fs::MetadataExt;
+            if let (Ok(meta), Some(u)) = (std::fs::metadata(d), &os_user) {
+                if meta.uid() != u.uid {
+                    issues.push(Issue::new(
+                        "service.data_dir",
+                        format!(
+                            "{} is owned by uid {}, not by {} (uid {})",
+                            d.display(),
+                            meta.uid(),
+                            u.name,
+                            u.uid
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    match s.listen.as_deref().map(str::parse::<SocketAddr>) {
+        None => issues.push(Issue::new("service.listen", "kind = \"postgres\" needs listen = \"IP:PORT\"")),
+        Some(Ok(a)) if a.port() == 0 => {
+            issues.push(Issue::new("service.listen", "port 0 cannot be reached"))
+        }
+        Some(Ok(_)) => {}
+        Some(Err(_)) => issues.push(Issue::new("service.listen", "not IP:PORT")),
+    }
+    for (k, u) in [
+        ("replication_user", s.replication_user.as_deref()),
+        ("os_user", s.os_user.as_deref()),
+    ] {
+        if let Some(u) = u {
+            if u.is_empty() || !u.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                issues.push(Issue::new(
+                    format!("service.{k}"),
+                    format!("{u:?}: use letters, digits and _"),
+                ));
+            }
+        }
+    }
+    if let Some(l) = &s.maximum_lag_on_failover {
+        if let Err(e) = crate::postgres::parse_size(l) {
+            issues.push(Issue::new("service.maximum_lag_on_failover", e));
+        }
+    }
+    for (k, v) in &s.parameters {
+        if crate::postgres::MANAGED_PARAMETERS.contains(&k.as_str()) {
+            issues.push(Issue::new(
+                format!("service.parameters.{k}"),
+                "tandem sets this itself",
+            ));
+        } else if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+            issues.push(Issue::new(
+                format!("service.parameters.{k}"),
+                "not a parameter name",
+            ));
+        } else if v.contains('\n') {
+            issues.push(Issue::new(
+                format!("service.parameters.{k}"),
+                "a value cannot span lines",
+            ));
+        }
+    }
+}
+
 fn validate_service(s: &ServiceConfig, issues: &mut Vec<Issue>) {
     if s.kind == ServiceKind::Postgres {
-        issues.push(Issue::new(
-            "service.kind",
-            "\"postgres\" is not available in this version; use \"command\"",
-        ));
+        validate_postgres(s, issues);
+    } else {
+        for k in s.postgres_keys() {
+            issues.push(Issue::new(
+                format!("service.{k}"),
+                "only used with kind = \"postgres\"",
+            ));
+        }
     }
     if s.hook_timeout.get().is_zero() {
         issues.push(Issue::new("service.hook_timeout", "must be more than 0"));

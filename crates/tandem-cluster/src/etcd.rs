@@ -45,6 +45,10 @@ struct RecordDoc {
     last_token: u64,
     paused: bool,
     switchover: Option<String>,
+    #[serde(default)]
+    sync: Vec<String>,
+    #[serde(default)]
+    initialized: Option<String>,
 }
 
 impl RecordDoc {
@@ -55,6 +59,8 @@ impl RecordDoc {
             last_token: s.last_token,
             paused: s.paused,
             switchover: s.switchover.clone(),
+            sync: s.sync.clone(),
+            initialized: s.initialized.clone(),
         }
     }
 }
@@ -157,6 +163,8 @@ impl EtcdDcs {
                 snap.state.last_token = doc.last_token;
                 snap.state.paused = doc.paused;
                 snap.state.switchover = doc.switchover;
+                snap.state.sync = doc.sync;
+                snap.state.initialized = doc.initialized;
                 snap.record_rev = Some(item.mod_revision());
             } else if let Some(name) = key.strip_prefix(&members_prefix) {
                 let m: MemberRecord = decode(&key, item.value())?;
@@ -287,7 +295,7 @@ mod tests {
             String::from_utf8(encode(&RecordDoc::of(&s)).unwrap_or_default()).unwrap_or_default();
         assert_eq!(
             json,
-            r#"{"lease":{"holder":"n1","token":1},"version":1,"last_token":1,"paused":false,"switchover":null}"#
+            r#"{"lease":{"holder":"n1","token":1},"version":1,"last_token":1,"paused":false,"switchover":null,"sync":[],"initialized":null}"#
         );
     }
 }

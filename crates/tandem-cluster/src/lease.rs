@@ -201,7 +201,11 @@ impl LeaseEngine {
                 self.renew_retry_at =
                     Some(now + (self.cfg.ttl / 20).max(Duration::from_millis(10)));
             }
-            Event::ReleaseDone => self.pending = None,
+            Event::ReleaseDone => {
+                self.pending = None;
+                // Whether or not it went through, act again only on a fresh read.
+                self.stale_view = true;
+            }
             Event::Renewed { sent_at } => {
                 self.pending = None;
                 if let Role::Primary { token, valid_until } = self.role {

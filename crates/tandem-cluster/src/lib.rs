@@ -13,6 +13,7 @@ pub mod failsafe;
 pub mod hooks;
 pub mod lease;
 pub mod metrics;
+pub mod postgres;
 pub mod raft;
 pub mod state;
 

@@ -31,6 +31,7 @@ pub struct ClusterMetrics {
     pub has_quorum: Gauge,
     pub peer_rejected: Family<ReasonLabel, Counter>,
     pub hook_failures: Family<ReasonLabel, Counter>,
+    pub pg: crate::postgres::metrics::PgMetrics,
 }
 
 impl ClusterMetrics {
@@ -47,6 +48,7 @@ impl ClusterMetrics {
             has_quorum: Gauge::default(),
             peer_rejected: Family::default(),
             hook_failures: Family::default(),
+            pg: crate::postgres::metrics::PgMetrics::register(registry),
         };
         // Every label value exists from the start at 0, so `increase()` sees the first count.
         for result in ["ok", "refused", "error", "timeout", "failsafe"] {

@@ -26,6 +26,29 @@ pub struct MemberInfo {
     pub nofailover: bool,
     /// Admin API address, for display and for tools.
     pub api: String,
+    /// The managed PostgreSQL, for `kind = "postgres"` services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg: Option<PgMember>,
+}
+
+/// What a member reports about its PostgreSQL: enough for the others to judge who may be
+/// promoted (the highest WAL position among the safe candidates wins).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PgMember {
+    /// `host:port` clients and replicas connect to.
+    pub addr: String,
+    /// True while PostgreSQL runs and answers.
+    pub running: bool,
+    /// True when it is a primary (not in recovery).
+    pub primary: bool,
+    /// On a primary its current WAL position; on a replica the highest position received or
+    /// replayed, as bytes.
+    pub lsn: u64,
+    pub timeline: u32,
+    /// A replica that streams from the current primary.
+    pub streaming: bool,
+    /// The database system identifier (from initdb), as decimal.
+    pub sysid: String,
 }
 
 /// A member's record: its report and a counter bumped by every heartbeat.
@@ -49,6 +72,13 @@ pub struct ClusterState {
     pub paused: bool,
     /// A planned switchover in progress: only this node may take the lease.
     pub switchover: Option<String>,
+    /// (PostgreSQL, synchronous mode) the members that hold every acknowledged commit between
+    /// them: only these may be promoted. Written by the lease holder only.
+    #[serde(default)]
+    pub sync: Vec<String>,
+    /// (PostgreSQL) the system identifier of the database the cluster runs, once bootstrapped.
+    #[serde(default)]
+    pub initialized: Option<String>,
 }
 
 /// A change to the record.
@@ -78,6 +108,18 @@ pub enum Command {
     },
     SetSwitchover {
         target: Option<String>,
+    },
+    /// The lease holder records the synchronous standbys (fenced by its token).
+    SetSync {
+        node: String,
+        token: u64,
+        sync: Vec<String>,
+    },
+    /// The lease holder records the database it bootstrapped (fenced by its token; once).
+    SetInitialized {
+        node: String,
+        token: u64,
+        sysid: String,
     },
 }
 
@@ -141,6 +183,23 @@ impl ClusterState {
             Command::SetSwitchover { target } => {
                 self.switchover = target.clone();
                 true
+            }
+            // Neither changes the version: they are not lease writes, and must not look like a
+            // renewal to the members timing the lease.
+            Command::SetSync { node, token, sync } => {
+                let ok = self.held_by(node, *token);
+                if ok {
+                    self.sync = sync.clone();
+                }
+                ok
+            }
+            Command::SetInitialized { node, token, sysid } => {
+                let ok = self.held_by(node, *token)
+                    && self.initialized.as_ref().is_none_or(|s| s == sysid);
+                if ok {
+                    self.initialized = Some(sysid.clone());
+                }
+                ok
             }
         };
         Outcome {
@@ -253,6 +312,7 @@ mod tests {
             priority: 100,
             nofailover: false,
             api: String::new(),
+            pg: None,
         };
         s.apply(&Command::Heartbeat {
             node: "n1".into(),

@@ -201,6 +201,7 @@ async fn heartbeats_bump_seq_and_leave_the_lease_alone<D: Dcs>(c: &[Arc<D>]) {
         priority,
         nofailover: false,
         api: "127.0.0.1:9101".into(),
+        pg: None,
     };
     let hb = |node: &str, info: MemberInfo| Command::Heartbeat {
         node: node.into(),

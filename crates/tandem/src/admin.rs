@@ -37,6 +37,8 @@ pub struct AdminCtx {
 pub fn router(ctx: AdminCtx) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/read-only", get(read_only).options(read_only).head(read_only))
+        .route("/sync", get(sync).options(sync).head(sync))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/events", get(events))
@@ -85,8 +87,51 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-async fn health() -> Response {
-    Json(json!({ "status": "ok" })).into_response()
+/// 200 while tandem runs; with a PostgreSQL service, only while PostgreSQL runs too.
+async fn health(State(ctx): State<AdminCtx>) -> Response {
+    match pg_status(&ctx) {
+        Some(pg) if !pg.running => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "postgres down", "postgres": pg })),
+        )
+            .into_response(),
+        Some(pg) => Json(json!({ "status": "ok", "postgres": pg })).into_response(),
+        None => Json(json!({ "status": "ok" })).into_response(),
+    }
+}
+
+fn pg_status(ctx: &AdminCtx) -> Option<tandem_cluster::postgres::PgStatus> {
+    ctx.cluster
+        .as_ref()
+        .and_then(|c| c.postgres())
+        .map(|p| p.status())
+}
+
+fn no_postgres() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this node has no [service] kind = \"postgres\"",
+    )
+}
+
+/// 200 on a running PostgreSQL that answers reads (primary or replica).
+async fn read_only(State(ctx): State<AdminCtx>) -> Response {
+    match pg_status(&ctx) {
+        None => no_postgres(),
+        Some(pg) if pg.running => Json(json!({ "role": if pg.primary { "primary" } else { "replica" }, "postgres": pg })).into_response(),
+        Some(pg) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "postgres": pg }))).into_response(),
+    }
+}
+
+/// 200 on the synchronous standby while it streams.
+async fn sync(State(ctx): State<AdminCtx>) -> Response {
+    match pg_status(&ctx) {
+        None => no_postgres(),
+        Some(pg) if pg.running && !pg.primary && pg.streaming && pg.sync_standby => {
+            Json(json!({ "role": "sync_standby", "postgres": pg })).into_response()
+        }
+        Some(pg) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "postgres": pg }))).into_response(),
+    }
 }
 
 async fn metrics(State(ctx): State<AdminCtx>) -> Response {
@@ -115,6 +160,7 @@ async fn status(State(ctx): State<AdminCtx>) -> Response {
         "config": ctx.reloader.path().display().to_string(),
         "proxy": ctx.proxy.status(),
         "cluster": ctx.cluster.as_ref().and_then(|c| c.status()),
+        "postgres": pg_status(&ctx),
     }))
     .into_response()
 }
@@ -297,11 +343,33 @@ async fn primary(State(ctx): State<AdminCtx>) -> Response {
     }
 }
 
-/// 200 on a healthy member that is not the primary.
-async fn replica(State(ctx): State<AdminCtx>) -> Response {
+#[derive(Deserialize)]
+struct ReplicaQuery {
+    /// Maximum lag (`1MB`, `16kB`, bytes).
+    lag: Option<String>,
+}
+
+/// 200 on a healthy member that is not the primary; with PostgreSQL, on a replica that
+/// streams, within `?lag=` of the primary when given.
+async fn replica(State(ctx): State<AdminCtx>, Query(q): Query<ReplicaQuery>) -> Response {
     let Some(c) = &ctx.cluster else {
         return no_cluster();
     };
+    if let Some(pg) = c.postgres().map(|p| p.status()) {
+        let max = match q.lag.as_deref().map(tandem_cluster::postgres::parse_size) {
+            None => None,
+            Some(Ok(l)) => Some(l),
+            Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("lag: {e}")),
+        };
+        let within = match (max, pg.lag_bytes) {
+            (None, _) => true,
+            (Some(m), Some(l)) => l <= m,
+            (Some(_), None) => false,
+        };
+        let ok = pg.running && !pg.primary && pg.streaming && within;
+        let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        return (code, Json(json!({ "role": if pg.primary { "primary" } else { "replica" }, "postgres": pg }))).into_response();
+    }
     let healthy = c.status().is_some_and(|s| s.healthy);
     match c.primary() {
         None if healthy => Json(json!({ "role": "replica" })).into_response(),

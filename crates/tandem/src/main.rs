@@ -92,6 +92,13 @@ enum Command {
     Alerts,
     /// Print the version.
     Version,
+    /// The PostgreSQL fencing watchdog (started by `tandem run`; reads deadlines on stdin).
+    #[command(hide = true)]
+    Watchdog {
+        /// Time between the fast shutdown and SIGKILL, in milliseconds.
+        #[arg(long, default_value_t = 250)]
+        grace_ms: u64,
+    },
     /// A small HTTP service to put behind tandem in demos, tutorials and tests.
     #[command(hide = true)]
     DemoBackend {
@@ -104,6 +111,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Ok(exe) = std::env::current_exe() {
+        tandem_cluster::postgres::set_watchdog_exe(exe);
+    }
     logging::init(cli.log_format, cli.log_level.as_deref());
     match cli.command {
         Command::Alerts => alerts::print(),
@@ -190,6 +200,17 @@ fn main() -> ExitCode {
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {
                     eprintln!("tandem demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Watchdog { grace_ms } => {
+            match tandem_cluster::postgres::watchdog::run(std::time::Duration::from_millis(
+                grace_ms,
+            )) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tandem watchdog: {e}");
                     ExitCode::FAILURE
                 }
             }

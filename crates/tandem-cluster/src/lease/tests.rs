@@ -39,6 +39,7 @@ fn with_member(mut s: ClusterState, name: &str, priority: u32, seq: u64) -> Clus
         priority,
         nofailover: false,
         api: String::new(),
+        pg: None,
     };
     s.members
         .insert(name.into(), crate::state::MemberRecord { info, seq });

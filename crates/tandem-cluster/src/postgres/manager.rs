@@ -1,0 +1,1142 @@
+//! The PostgreSQL manager: one task that owns the postmaster, observes it every tick, keeps it
+//! in the role the lease gives this node, and answers the agent's promote and demote requests
+//! in order.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tandem_core::clock::{self, Instant};
+use tandem_core::EventBus;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::metrics::{PgMetrics, ReplicaLabel, ResultLabel};
+use super::pg::{ConfRole, Pg, Postmaster};
+use super::watchdog::{Feed, Watchdog};
+use super::{candidacy, parse_lsn, slot_name, PgSettings, SyncMode, View};
+use crate::agent::DynDcs;
+use crate::state::{Command, PgMember};
+
+/// `synchronous_standby_names` that no standby matches: commits wait (strict mode).
+const NO_STANDBY: &str = "\"tandem_no_standby\"";
+
+/// What the API shows about this node's PostgreSQL.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PgStatus {
+    pub running: bool,
+    pub primary: bool,
+    pub streaming: bool,
+    pub timeline: u32,
+    /// WAL position in bytes (`lsn_text` as PostgreSQL writes it).
+    pub lsn: u64,
+    pub lsn_text: String,
+    /// (replica) bytes behind the primary's last reported position.
+    pub lag_bytes: Option<u64>,
+    /// In the cluster record's synchronous set.
+    pub sync_standby: bool,
+    /// What the manager is doing or waiting for.
+    pub state: String,
+    /// Why this node may not be promoted now, if it may not.
+    pub not_candidate: Option<String>,
+    pub error: Option<String>,
+    /// (primary) the replicas streaming from it.
+    pub replicas: Vec<ReplicaStat>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReplicaStat {
+    pub name: String,
+    pub state: String,
+    pub sync_state: String,
+    pub lag_bytes: u64,
+    pub replay_lag_seconds: Option<f64>,
+}
+
+enum Request {
+    Promote {
+        token: u64,
+        planned: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Demote {
+        planned: bool,
+        reply: oneshot::Sender<()>,
+    },
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The agent's and the API's handle on the manager.
+#[derive(Clone)]
+pub struct PgHandle {
+    status: Arc<Mutex<PgStatus>>,
+    member: Arc<Mutex<Option<PgMember>>>,
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl PgHandle {
+    pub fn status(&self) -> PgStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn member(&self) -> Option<PgMember> {
+        self.member.lock().ok().and_then(|m| m.clone())
+    }
+
+    /// Promote (or bootstrap) under `token`; `Err` says why this node must not be primary.
+    pub(crate) async fn promote(&self, token: u64, planned: bool) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Promote {
+                token,
+                planned,
+                reply,
+            })
+            .map_err(|_| "the PostgreSQL manager is gone".to_string())?;
+        rx.await
+            .map_err(|_| "the PostgreSQL manager is gone".to_string())?
+    }
+
+    /// Stop accepting writes: returns once PostgreSQL is stopped.
+    pub(crate) async fn demote(&self, planned: bool) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Request::Demote { planned, reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub(crate) async fn stop(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Request::Stop { reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Everything the manager needs from the agent.
+pub(crate) struct ManagerParts {
+    pub settings: PgSettings,
+    pub me: String,
+    pub dcs: Arc<dyn DynDcs>,
+    pub view: watch::Receiver<View>,
+    /// Until when this node may act as primary (the agent's lease).
+    pub lease: Arc<dyn Fn() -> Option<Instant> + Send + Sync>,
+    /// Whether this node may take the lease (sent on change).
+    pub eligible: mpsc::UnboundedSender<bool>,
+    pub events: EventBus,
+    pub metrics: PgMetrics,
+    pub ttl: Duration,
+    pub margin: Duration,
+    /// The tandem binary, for the watchdog process.
+    pub watchdog_exe: Option<PathBuf>,
+}
+
+/// One observation of the local PostgreSQL.
+#[derive(Clone, Debug, Default)]
+struct Obs {
+    running: bool,
+    primary: bool,
+    lsn: u64,
+    lsn_text: String,
+    streaming: bool,
+    timeline: u32,
+    sysid: String,
+}
+
+/// Start the manager task.
+pub(crate) fn start(parts: ManagerParts) -> Result<(PgHandle, tokio::task::JoinHandle<()>), String> {
+    let pg = Pg::new(parts.settings.clone(), parts.me.clone())?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = PgHandle {
+        status: Arc::new(Mutex::new(PgStatus {
+            state: "starting".into(),
+            ..Default::default()
+        })),
+        member: Arc::new(Mutex::new(None)),
+        tx,
+    };
+    let m = Manager {
+        tick: (parts.ttl / 10).max(Duration::from_millis(20)),
+        p: parts,
+        pg,
+        pm: None,
+        client: None,
+        acting: None,
+        upstream: None,
+        upstream_since: clock::now(),
+        need_rewind: false,
+        sync_names: String::new(),
+        pending_sync: None,
+        watchdog: None,
+        watched_pid: None,
+        last_eligible: None,
+        ineligible_until: None,
+        error: None,
+        state: String::new(),
+        fails: 0,
+        slots: Default::default(),
+        replicas: Vec::new(),
+        retry_at: None,
+        status: handle.status.clone(),
+        member: handle.member.clone(),
+        last_obs: Obs::default(),
+    };
+    let task = tokio::spawn(m.run(rx));
+    Ok((handle, task))
+}
+
+struct Manager {
+    p: ManagerParts,
+    pg: Pg,
+    tick: Duration,
+    pm: Option<Postmaster>,
+    client: Option<tokio_postgres::Client>,
+    /// The fencing token this node's PostgreSQL was promoted under.
+    acting: Option<u64>,
+    /// (replica) the upstream written into primary_conninfo.
+    upstream: Option<String>,
+    upstream_since: Instant,
+    need_rewind: bool,
+    /// (primary) the synchronous_standby_names in force.
+    sync_names: String,
+    /// (primary) a standby put in synchronous_standby_names and the WAL position at that
+    /// moment: it joins the record's synchronous set once it has flushed past it.
+    pending_sync: Option<(String, u64)>,
+    watchdog: Option<Watchdog>,
+    watched_pid: Option<i32>,
+    last_eligible: Option<bool>,
+    ineligible_until: Option<Instant>,
+    error: Option<String>,
+    state: String,
+    /// Consecutive failed observations of a primary.
+    fails: u32,
+    slots: std::collections::BTreeSet<String>,
+    replicas: Vec<ReplicaStat>,
+    retry_at: Option<Instant>,
+    status: Arc<Mutex<PgStatus>>,
+    member: Arc<Mutex<Option<PgMember>>>,
+    last_obs: Obs,
+}
+
+impl Manager {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        self.start_watchdog();
+        loop {
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Some(Request::Promote { token, planned, reply }) => {
+                        let r = self.promote(token, planned).await;
+                        if let Err(e) = &r {
+                            self.event("postgres_promote_failed", e.clone());
+                            self.ineligible_until = Some(clock::now() + self.p.ttl * 2);
+                            self.set_eligible(false);
+                        }
+                        let _ = reply.send(r);
+                    }
+                    Some(Request::Demote { planned, reply }) => {
+                        self.demote(planned).await;
+                        let _ = reply.send(());
+                    }
+                    Some(Request::Stop { reply }) => {
+                        self.acting = None;
+                        self.stop_postgres("the node is stopping").await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    None => {
+                        self.stop_postgres("the agent is gone").await;
+                        return;
+                    }
+                },
+                _ = tokio::time::sleep(self.tick) => {}
+            }
+            self.step().await;
+        }
+    }
+
+    fn event(&self, kind: &str, reason: impl Into<String>) {
+        let reason = reason.into();
+        tracing::info!(component = "postgres", kind, %reason);
+        self.p.events.emit(kind, "postgres", &self.p.me, reason);
+    }
+
+    fn fail(&mut self, what: String) {
+        if self.error.as_deref() != Some(what.as_str()) {
+            tracing::error!(component = "postgres", error = %what);
+            self.p
+                .events
+                .emit("postgres_error", "postgres", &self.p.me, what.clone());
+        }
+        self.error = Some(what);
+        self.retry_at = Some(clock::now() + self.p.ttl.max(Duration::from_secs(1)));
+    }
+
+    fn view(&self) -> View {
+        self.p.view.borrow().clone()
+    }
+
+    // ----- watchdog -----
+
+    fn start_watchdog(&mut self) {
+        let Some(exe) = &self.p.watchdog_exe else {
+            tracing::warn!(component = "postgres", "no watchdog: a hung agent is not fenced");
+            return;
+        };
+        match Watchdog::start(exe, (self.p.margin / 2).max(Duration::from_millis(50))) {
+            Ok(w) => self.watchdog = Some(w),
+            Err(e) => self.fail(format!("cannot start the watchdog: {e}")),
+        }
+    }
+
+    fn feed(&mut self, f: Feed) {
+        let restart = match &mut self.watchdog {
+            Some(w) => w.send(f).is_err() || !w.running(),
+            None => false,
+        };
+        if restart {
+            self.watchdog = None;
+            self.watched_pid = None;
+            self.start_watchdog();
+            if let Some(w) = &mut self.watchdog {
+                let _ = w.send(f);
+            }
+        }
+    }
+
+    /// Tell the watchdog about the postmaster and until when it may accept writes.
+    fn feed_watchdog(&mut self) {
+        let pid = self.pm.as_ref().filter(|p| p.running()).map(|p| p.pid);
+        if let Some(pid) = pid {
+            if self.watched_pid != Some(pid) {
+                self.feed(Feed::Watch(pid));
+                self.watched_pid = Some(pid);
+            }
+        }
+        if self.acting.is_some() {
+            self.arm();
+        } else if pid.is_none() || (self.last_obs.running && !self.last_obs.primary) {
+            self.feed(Feed::NoDeadline);
+        }
+    }
+
+    /// Deadline = the lease's end; nothing is sent once the lease is gone, so the last
+    /// deadline stands.
+    fn arm(&mut self) {
+        if let Some(until) = (self.p.lease)() {
+            let left = until.saturating_duration_since(clock::now());
+            let at = super::sys::monotonic_ns() + left.as_nanos() as u64;
+            self.feed(Feed::Deadline(at));
+        }
+    }
+
+    // ----- observation -----
+
+    async fn observe(&mut self) -> Obs {
+        let running = self.pm.as_ref().is_some_and(|p| p.running());
+        if !running {
+            self.client = None;
+            return Obs::default();
+        }
+        let limit = (self.p.ttl / 2).max(Duration::from_millis(500));
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            match self.pg.connect(limit).await {
+                Ok(c) => self.client = Some(c),
+                Err(_) => return Obs::default(),
+            }
+        }
+        let Some(c) = &self.client else {
+            return Obs::default();
+        };
+        let q = "SELECT pg_is_in_recovery(), \
+            (CASE WHEN pg_is_in_recovery() \
+               THEN coalesce(greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0') \
+               ELSE pg_current_wal_lsn() END)::text, \
+            coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false), \
+            (CASE WHEN pg_is_in_recovery() \
+               THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), \
+                             (SELECT timeline_id FROM pg_control_checkpoint())) \
+               ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END), \
+            (SELECT system_identifier::text FROM pg_control_system())";
+        match tokio::time::timeout(limit, c.query_one(q, &[])).await {
+            Ok(Ok(row)) => {
+                let lsn_text: String = row.get(1);
+                Obs {
+                    running: true,
+                    primary: !row.get::<_, bool>(0),
+                    lsn: parse_lsn(&lsn_text).unwrap_or(0),
+                    lsn_text,
+                    streaming: row.get(2),
+                    timeline: row.get::<_, i32>(3).max(0) as u32,
+                    sysid: row.get(4),
+                }
+            }
+            _ => {
+                self.client = None;
+                Obs::default()
+            }
+        }
+    }
+
+    // ----- the periodic step -----
+
+    async fn step(&mut self) {
+        let view = self.view();
+        let obs = self.observe().await;
+        self.last_obs = obs.clone();
+        self.feed_watchdog();
+        if self.acting.is_some() {
+            self.step_primary(&view, &obs).await;
+        } else {
+            self.step_replica(&view, &obs).await;
+        }
+        self.publish(&view);
+    }
+
+    async fn step_primary(&mut self, view: &View, obs: &Obs) {
+        if obs.running && obs.primary {
+            self.fails = 0;
+            self.error = None;
+            self.state = "running as primary".into();
+            self.set_eligible(true);
+            self.ensure_slots(view).await;
+            self.replication(view).await;
+            return;
+        }
+        self.fails += 1;
+        let dead = !self.pm.as_ref().is_some_and(|p| p.running());
+        if dead || self.fails >= 3 {
+            let why = if dead {
+                format!("PostgreSQL exited: {}", self.pg.log_tail())
+            } else {
+                "PostgreSQL does not answer as a primary".to_string()
+            };
+            if self.last_eligible != Some(false) {
+                self.event("postgres_failed", why.clone());
+            }
+            self.state = why;
+            // The agent demotes (and releases the lease) on this.
+            self.set_eligible(false);
+        }
+    }
+
+    async fn step_replica(&mut self, view: &View, obs: &Obs) {
+        let me = self.p.me.clone();
+        if obs.running && obs.primary {
+            // Writable without the lease: never, whatever brought it here.
+            self.p.metrics.fenced.inc();
+            self.event(
+                "postgres_fenced",
+                "PostgreSQL ran as primary without the lease: stopped",
+            );
+            self.stop_postgres("fenced").await;
+            self.need_rewind = true;
+            return;
+        }
+        let running = self.pm.as_ref().is_some_and(|p| p.running());
+        if !running {
+            self.client = None;
+            if self.retry_at.is_some_and(|t| clock::now() < t) {
+                self.update_eligibility(view, obs);
+                return;
+            }
+            self.bring_up_replica(view).await;
+            let obs = self.observe().await;
+            self.last_obs = obs.clone();
+            self.update_eligibility(view, &obs);
+            return;
+        }
+        if !obs.running {
+            self.state = "PostgreSQL does not answer yet".into();
+            self.update_eligibility(view, obs);
+            return;
+        }
+        // Follow the current primary.
+        let upstream = view.primary(&me).map(|(_, m)| m.addr.clone());
+        if upstream != self.upstream {
+            let role = ConfRole::Standby {
+                upstream: upstream.clone(),
+            };
+            match self.pg.write_conf(&role, false) {
+                Ok(()) => {
+                    self.reload().await;
+                    self.event(
+                        "postgres_following",
+                        match &upstream {
+                            Some(u) => format!("streaming from {u}"),
+                            None => "no primary: replaying what it has".into(),
+                        },
+                    );
+                    self.upstream = upstream.clone();
+                    self.upstream_since = clock::now();
+                }
+                Err(e) => self.fail(e),
+            }
+        }
+        self.state = match (&self.upstream, obs.streaming) {
+            (Some(u), true) => format!("streaming from {u}"),
+            (Some(u), false) => format!("connecting to {u}"),
+            (None, _) => "waiting for a primary".into(),
+        };
+        // A replica that cannot stream from a live primary for long has most likely diverged
+        // (it had WAL the new primary never got): rewind it.
+        let stuck = Duration::from_secs(3).max(self.p.ttl * 3);
+        if self.upstream.is_some()
+            && !obs.streaming
+            && clock::now().duration_since(self.upstream_since) > stuck
+        {
+            self.event(
+                "postgres_diverged",
+                "cannot stream from the primary: rewinding",
+            );
+            self.stop_postgres("rewind").await;
+            self.need_rewind = true;
+            return;
+        }
+        self.error = None;
+        self.update_eligibility(view, obs);
+    }
+
+    /// Start PostgreSQL as a replica: clone, rewind or just start, as the data dir needs.
+    async fn bring_up_replica(&mut self, view: &View) {
+        let me = self.p.me.clone();
+        let upstream = view.primary(&me).map(|(n, m)| (n.to_string(), m.addr.clone()));
+        if !self.pg.has_data() {
+            if view.state.initialized.is_none() {
+                self.state = "waiting for the cluster to be bootstrapped".into();
+                return;
+            }
+            let Some((name, addr)) = upstream.clone() else {
+                self.state = "no data directory: waiting for a primary to clone".into();
+                return;
+            };
+            self.state = format!("cloning {name} ({addr})");
+            self.event("postgres_basebackup", format!("cloning {name} at {addr}"));
+            let r = self.pg.basebackup(&addr).await;
+            let label = ResultLabel {
+                result: if r.is_ok() { "ok" } else { "failed" }.into(),
+            };
+            self.p.metrics.basebackups.get_or_create(&label).inc();
+            if let Err(e) = r {
+                // A half-written clone is worth nothing.
+                let _ = std::fs::remove_dir_all(&self.pg.s.data_dir);
+                return self.fail(format!("cloning {name} failed: {e}"));
+            }
+        }
+        if let Err(e) = self.pg.prepare_dir() {
+            return self.fail(e);
+        }
+        let ctrl = match self.pg.controldata().await {
+            Ok(c) => c,
+            Err(e) => return self.fail(e),
+        };
+        if let Some(sysid) = &view.state.initialized {
+            if &ctrl.sysid != sysid {
+                return self.fail(format!(
+                    "{} holds database {} but the cluster runs {sysid}: not started (move it away to clone the primary)",
+                    self.pg.s.data_dir.display(),
+                    ctrl.sysid
+                ));
+            }
+        }
+        if let Some((name, addr)) = &upstream {
+            if ctrl.was_primary() || self.need_rewind {
+                if !self.rejoin(name, addr).await {
+                    return;
+                }
+            }
+        }
+        self.need_rewind = false;
+        let up = upstream.as_ref().map(|(_, a)| a.clone());
+        if let Err(e) = self
+            .pg
+            .write_conf(&ConfRole::Standby { upstream: up.clone() }, true)
+        {
+            return self.fail(e);
+        }
+        self.state = "starting as replica".into();
+        if self.start_postgres().await {
+            self.upstream = up;
+            self.upstream_since = clock::now();
+            self.event("postgres_started", "running as replica");
+        }
+    }
+
+    /// Make an old primary's data follow `name` again: pg_rewind, or a fresh clone when that
+    /// is impossible. False when nothing can start this round.
+    async fn rejoin(&mut self, name: &str, addr: &str) -> bool {
+        if self.pg.s.use_rewind {
+            self.state = format!("rewinding to follow {name}");
+            self.event("postgres_rewind", format!("pg_rewind from {name} at {addr}"));
+            let r = self.pg.rewind(addr).await;
+            let label = ResultLabel {
+                result: if r.is_ok() { "ok" } else { "failed" }.into(),
+            };
+            self.p.metrics.rewinds.get_or_create(&label).inc();
+            match r {
+                Ok(_) => return true,
+                Err(e) => self.event(
+                    "postgres_rewind_failed",
+                    format!("{e}; cloning {name} instead"),
+                ),
+            }
+        }
+        match self.pg.set_aside() {
+            Ok(aside) => {
+                self.event(
+                    "postgres_reclone",
+                    format!("old data kept at {}; cloning {name}", aside.display()),
+                );
+                // The next step clones.
+                self.need_rewind = false;
+                false
+            }
+            Err(e) => {
+                self.fail(e);
+                false
+            }
+        }
+    }
+
+    /// Spawn the postmaster and wait until it answers.
+    async fn start_postgres(&mut self) -> bool {
+        let pm = match self.pg.spawn() {
+            Ok(pm) => pm,
+            Err(e) => {
+                self.fail(e);
+                return false;
+            }
+        };
+        let deadline = clock::now() + Duration::from_secs(60);
+        let pid = pm.pid;
+        self.pm = Some(pm);
+        self.feed(Feed::Watch(pid));
+        self.watched_pid = Some(pid);
+        loop {
+            if !self.pm.as_ref().is_some_and(|p| p.running()) {
+                let tail = self.pg.log_tail();
+                self.pm = None;
+                self.fail(format!("PostgreSQL exited at start: {tail}"));
+                return false;
+            }
+            if let Ok(c) = self.pg.connect(Duration::from_secs(1)).await {
+                if c.simple_query("SELECT 1").await.is_ok() {
+                    self.client = Some(c);
+                    self.error = None;
+                    return true;
+                }
+            }
+            if clock::now() > deadline {
+                self.stop_postgres("did not start in time").await;
+                self.fail("PostgreSQL did not accept connections within 60s".into());
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop_postgres(&mut self, why: &str) {
+        self.client = None;
+        if let Some(pm) = self.pm.take() {
+            if pm.running() {
+                tracing::info!(component = "postgres", why, "stopping PostgreSQL");
+                pm.stop(Duration::from_secs(5)).await;
+            }
+        }
+        self.upstream = None;
+        self.feed(Feed::NoDeadline);
+    }
+
+    async fn reload(&mut self) {
+        if let Some(c) = &self.client {
+            let _ = c.simple_query("SELECT pg_reload_conf()").await;
+        }
+    }
+
+    // ----- eligibility -----
+
+    fn mine(&self, obs: &Obs) -> Option<PgMember> {
+        obs.running.then(|| PgMember {
+            addr: self.pg.s.listen.to_string(),
+            running: true,
+            primary: obs.primary,
+            lsn: obs.lsn,
+            timeline: obs.timeline,
+            streaming: obs.streaming,
+            sysid: obs.sysid.clone(),
+        })
+    }
+
+    fn update_eligibility(&mut self, view: &View, obs: &Obs) {
+        let mine = self.mine(obs);
+        let mut r = candidacy(
+            &self.p.me,
+            mine.as_ref(),
+            self.pg.has_data(),
+            view,
+            self.pg.s.synchronous,
+            self.pg.s.maximum_lag_on_failover,
+        );
+        if r.is_ok() && self.error.is_some() && view.state.initialized.is_none() {
+            r = Err(self.error.clone().unwrap_or_default());
+        }
+        if self.ineligible_until.is_some_and(|t| clock::now() < t) {
+            r = Err("a promotion failed moments ago".into());
+        }
+        if let Ok(mut s) = self.status.lock() {
+            s.not_candidate = r.as_ref().err().cloned();
+        }
+        self.set_eligible(r.is_ok());
+    }
+
+    fn set_eligible(&mut self, e: bool) {
+        if self.last_eligible != Some(e) {
+            self.last_eligible = Some(e);
+            let _ = self.p.eligible.send(e);
+        }
+    }
+
+    // ----- promotion and demotion -----
+
+    async fn promote(&mut self, token: u64, planned: bool) -> Result<(), String> {
+        // A fresh read: the others' positions as they stand now, not a tick ago.
+        let mut view = self.view();
+        let limit = (self.p.ttl / 2).max(Duration::from_millis(200));
+        if let Ok(Ok(state)) = tokio::time::timeout(limit, self.p.dcs.read_dyn()).await {
+            view.state = state;
+        }
+        if view.state.initialized.is_none() {
+            return self.bootstrap(token).await;
+        }
+        let obs = self.observe().await;
+        if !obs.running || obs.primary {
+            return Err("PostgreSQL is not running as a replica".into());
+        }
+        if planned {
+            // The old primary shut down cleanly after sending its last WAL: wait until the
+            // stream ends so that everything it sent is here before promoting.
+            let deadline = clock::now() + self.p.ttl * 5;
+            loop {
+                let o = self.observe().await;
+                if !o.streaming || clock::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        } else {
+            let mine = self.mine(&obs);
+            candidacy(
+                &self.p.me,
+                mine.as_ref(),
+                true,
+                &view,
+                self.pg.s.synchronous,
+                self.pg.s.maximum_lag_on_failover,
+            )?;
+        }
+        // From here nobody else may be promoted: the synchronous set empties before this node
+        // takes writes, and refills once a standby has caught up with it.
+        if self.pg.s.synchronous != SyncMode::Off {
+            self.set_sync(token, Vec::new()).await?;
+        }
+        self.sync_names = match self.pg.s.synchronous {
+            SyncMode::Strict => NO_STANDBY.to_string(),
+            _ => String::new(),
+        };
+        self.pending_sync = None;
+        self.pg.write_conf(
+            &ConfRole::Primary {
+                sync_names: self.sync_names.clone(),
+            },
+            false,
+        )?;
+        self.reload().await;
+        self.acting = Some(token);
+        self.arm();
+        let Some(c) = &self.client else {
+            self.acting = None;
+            return Err("lost the connection to PostgreSQL".into());
+        };
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            c.query_one("SELECT pg_promote(true, 60)", &[]),
+        )
+        .await;
+        match r {
+            Ok(Ok(row)) if row.get::<_, bool>(0) => {}
+            Ok(Ok(_)) => {
+                self.acting = None;
+                return Err("pg_promote did not finish in 60s".into());
+            }
+            Ok(Err(e)) => {
+                self.acting = None;
+                return Err(format!("pg_promote failed: {e}"));
+            }
+            Err(_) => {
+                self.acting = None;
+                return Err("pg_promote timed out".into());
+            }
+        }
+        self.upstream = None;
+        self.slots.clear();
+        self.ensure_slots(&view).await;
+        self.p.metrics.promotions.inc();
+        if planned {
+            self.p.metrics.switchovers.inc();
+        } else {
+            self.p.metrics.failovers.inc();
+        }
+        self.event(
+            "postgres_promoted",
+            format!(
+                "promoted at {} ({}), fencing token {token}",
+                obs.lsn_text,
+                if planned { "switchover" } else { "failover" }
+            ),
+        );
+        Ok(())
+    }
+
+    /// The first primary: initdb (or adopt the data dir's database), start, create the
+    /// replication user, and record the database in the cluster record.
+    async fn bootstrap(&mut self, token: u64) -> Result<(), String> {
+        self.stop_postgres("bootstrap").await;
+        let fresh = !self.pg.has_data();
+        if fresh {
+            self.state = "initdb".into();
+            self.event("postgres_initdb", "bootstrapping the cluster");
+            self.pg.initdb().await?;
+        }
+        let r = self.bootstrap_start(token).await;
+        if r.is_err() {
+            self.acting = None;
+            self.stop_postgres("bootstrap failed").await;
+            if fresh {
+                // Nobody ever wrote to it and the record does not name it: a later attempt
+                // (here or on another node) starts clean.
+                let _ = std::fs::remove_dir_all(&self.pg.s.data_dir);
+            }
+        }
+        r
+    }
+
+    async fn bootstrap_start(&mut self, token: u64) -> Result<(), String> {
+        self.pg.prepare_dir()?;
+        self.sync_names = match self.pg.s.synchronous {
+            SyncMode::Strict => NO_STANDBY.to_string(),
+            _ => String::new(),
+        };
+        self.pending_sync = None;
+        self.pg.write_conf(
+            &ConfRole::Primary {
+                sync_names: self.sync_names.clone(),
+            },
+            true,
+        )?;
+        self.acting = Some(token);
+        self.arm();
+        if !self.start_postgres().await {
+            self.acting = None;
+            return Err(self.error.clone().unwrap_or_else(|| "start failed".into()));
+        }
+        let Some(c) = &self.client else {
+            self.acting = None;
+            return Err("lost the connection to PostgreSQL".into());
+        };
+        let user = self.pg.s.replication_user.replace('"', "\"\"");
+        let create = format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{}') THEN CREATE ROLE \"{user}\" WITH REPLICATION LOGIN; END IF; END $$",
+            self.pg.s.replication_user.replace('\'', "''")
+        );
+        c.batch_execute(&create)
+            .await
+            .map_err(|e| format!("creating the replication user: {e}"))?;
+        let obs = self.observe().await;
+        if !obs.primary || obs.sysid.is_empty() {
+            self.acting = None;
+            return Err("PostgreSQL did not come up as a primary".into());
+        }
+        let cmd = Command::SetInitialized {
+            node: self.p.me.clone(),
+            token,
+            sysid: obs.sysid.clone(),
+        };
+        let out = self.write_retrying(cmd).await?;
+        if !out.ok {
+            return Err("the cluster record names another database or another primary".into());
+        }
+        if self.pg.s.synchronous != SyncMode::Off {
+            self.set_sync(token, Vec::new()).await?;
+        }
+        self.p.metrics.promotions.inc();
+        self.event(
+            "postgres_bootstrapped",
+            format!("database {} running as primary", obs.sysid),
+        );
+        Ok(())
+    }
+
+    async fn demote(&mut self, planned: bool) {
+        let was = self.acting.take();
+        if planned {
+            if let Some(c) = &self.client {
+                let _ = tokio::time::timeout(Duration::from_secs(5), c.simple_query("CHECKPOINT"))
+                    .await;
+            }
+        }
+        if was.is_some() || self.last_obs.primary {
+            self.stop_postgres("demoted").await;
+            self.need_rewind = true;
+            self.event(
+                "postgres_demoted",
+                if planned {
+                    "stopped for the switchover"
+                } else {
+                    "stopped: the lease is gone"
+                },
+            );
+        }
+    }
+
+    /// A store write, retried on errors (not on refusals) while the lease lasts.
+    async fn write_retrying(&self, cmd: Command) -> Result<crate::state::Outcome, String> {
+        let limit = (self.p.ttl / 2).max(Duration::from_millis(200));
+        let mut last = String::new();
+        for _ in 0..5 {
+            if (self.p.lease)().is_none() {
+                break;
+            }
+            match tokio::time::timeout(limit, self.p.dcs.write_dyn(cmd.clone())).await {
+                Ok(Ok(o)) => return Ok(o),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "timed out".into(),
+            }
+            tokio::time::sleep(self.p.ttl / 20).await;
+        }
+        Err(format!("the store did not take the write: {last}"))
+    }
+
+    async fn set_sync(&mut self, token: u64, sync: Vec<String>) -> Result<(), String> {
+        let cmd = Command::SetSync {
+            node: self.p.me.clone(),
+            token,
+            sync: sync.clone(),
+        };
+        match self.write_retrying(cmd).await.map_err(|e| (true, e)) {
+            Ok(o) if o.ok => {
+                self.event(
+                    "postgres_sync_set",
+                    format!("synchronous set: [{}]", sync.join(", ")),
+                );
+                Ok(())
+            }
+            Ok(_) => Err("the lease is no longer ours".into()),
+            Err((_, e)) => Err(format!("recording the synchronous set: {e}")),
+        }
+    }
+
+    // ----- primary duties -----
+
+    async fn ensure_slots(&mut self, view: &View) {
+        let Some(c) = &self.client else { return };
+        let wanted: Vec<String> = view
+            .state
+            .members
+            .keys()
+            .filter(|n| **n != self.p.me)
+            .map(|n| slot_name(n))
+            .filter(|s| !self.slots.contains(s))
+            .collect();
+        for slot in wanted {
+            let q = "SELECT pg_create_physical_replication_slot($1) \
+                     WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)";
+            if c.execute(q, &[&slot]).await.is_ok() {
+                self.slots.insert(slot);
+            }
+        }
+    }
+
+    /// Observe the replicas and keep synchronous_standby_names and the record's synchronous
+    /// set in step (see docs/design/postgres.md for the order of the two writes).
+    async fn replication(&mut self, view: &View) {
+        let Some(c) = &self.client else { return };
+        let q = "SELECT application_name, state, coalesce(sync_state, ''), \
+                 coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn), 0)::float8, \
+                 extract(epoch from replay_lag)::float8, coalesce(flush_lsn, '0/0')::text, \
+                 pg_current_wal_lsn()::text \
+                 FROM pg_stat_replication";
+        let Ok(Ok(rows)) = tokio::time::timeout(self.p.ttl / 2, c.query(q, &[])).await else {
+            return;
+        };
+        let mut reps = Vec::new();
+        let mut flush = std::collections::BTreeMap::new();
+        let mut current = None;
+        for r in &rows {
+            let name: String = r.get(0);
+            let state: String = r.get(1);
+            let f: String = r.get(5);
+            current = parse_lsn(&r.get::<_, String>(6));
+            if state == "streaming" {
+                flush.insert(name.clone(), (parse_lsn(&f).unwrap_or(0), r.get::<_, String>(2)));
+            }
+            reps.push(ReplicaStat {
+                name,
+                state,
+                sync_state: r.get(2),
+                lag_bytes: r.get::<_, f64>(3).max(0.0) as u64,
+                replay_lag_seconds: r.get(4),
+            });
+        }
+        for rep in &reps {
+            let l = ReplicaLabel {
+                replica: rep.name.clone(),
+            };
+            self.p.metrics.lag_bytes.get_or_create(&l).set(rep.lag_bytes as f64);
+            self.p
+                .metrics
+                .lag_seconds
+                .get_or_create(&l)
+                .set(rep.replay_lag_seconds.unwrap_or(0.0));
+            self.p
+                .metrics
+                .sync_standby
+                .get_or_create(&l)
+                .set(i64::from(rep.sync_state == "sync"));
+        }
+        self.replicas = reps;
+        if self.pg.s.synchronous == SyncMode::Off {
+            return;
+        }
+        let Some(token) = self.acting else { return };
+        let members = &view.state.members;
+        let current_name = unquote(&self.sync_names).filter(|n| members.contains_key(n));
+        let set = view.state.sync.clone();
+        if let Some(t) = current_name.as_ref().filter(|t| flush.contains_key(*t)) {
+            // The standby in force streams: it joins (alone) the set once it holds everything.
+            if set != [t.clone()] {
+                let (lsn, sync_state) = flush.get(t).cloned().unwrap_or_default();
+                let since = match &self.pending_sync {
+                    Some((n, at)) if n == t => *at,
+                    _ => {
+                        let at = current.unwrap_or(u64::MAX);
+                        self.pending_sync = Some((t.clone(), at));
+                        at
+                    }
+                };
+                if sync_state == "sync" && lsn >= since {
+                    if self.set_sync(token, vec![t.clone()]).await.is_ok() {
+                        self.pending_sync = None;
+                    }
+                }
+            }
+            return;
+        }
+        // No standby in force streams: pick one that does.
+        let mut candidates: Vec<(&String, u64)> = flush
+            .iter()
+            .filter(|(n, _)| members.contains_key(*n) && **n != self.p.me)
+            .map(|(n, (l, _))| (n, *l))
+            .collect();
+        candidates.sort_by_key(|(n, l)| (!set.contains(n), std::cmp::Reverse(*l)));
+        if let Some((b, _)) = candidates.first() {
+            let b = (*b).clone();
+            // Whoever holds the commits acknowledged so far stays in the set until `b` has
+            // them all.
+            let mut wider = set.clone();
+            if !wider.contains(&b) {
+                wider.push(b.clone());
+                if self.set_sync(token, wider).await.is_err() {
+                    return;
+                }
+            }
+            self.sync_names = quote(&b);
+            self.pending_sync = Some((b.clone(), current.unwrap_or(u64::MAX)));
+            self.apply_sync_names().await;
+            self.event("postgres_sync_standby", format!("{b} is the synchronous standby"));
+        } else if self.pg.s.synchronous == SyncMode::On
+            && (!set.is_empty() || !self.sync_names.is_empty())
+        {
+            // Nobody to wait for: first nobody may be promoted, then commits stop waiting.
+            if self.set_sync(token, Vec::new()).await.is_ok() {
+                self.sync_names = String::new();
+                self.pending_sync = None;
+                self.apply_sync_names().await;
+                self.event(
+                    "postgres_sync_standby",
+                    "no standby streams: commits are acknowledged without one (no failover until one catches up)",
+                );
+            }
+        }
+    }
+
+    async fn apply_sync_names(&mut self) {
+        let role = ConfRole::Primary {
+            sync_names: self.sync_names.clone(),
+        };
+        match self.pg.write_conf(&role, false) {
+            Ok(()) => self.reload().await,
+            Err(e) => self.fail(e),
+        }
+    }
+
+    // ----- publishing -----
+
+    fn publish(&mut self, view: &View) {
+        let obs = &self.last_obs;
+        let member = self.mine(obs).or_else(|| {
+            Some(PgMember {
+                addr: self.pg.s.listen.to_string(),
+                ..Default::default()
+            })
+        });
+        let m = &self.p.metrics;
+        m.up.set(i64::from(obs.running));
+        m.primary.set(i64::from(obs.running && obs.primary));
+        m.timeline.set(obs.timeline as i64);
+        m.lsn.set(obs.lsn);
+        let primary_lsn = view
+            .state
+            .members
+            .iter()
+            .filter(|(n, _)| **n != self.p.me)
+            .filter_map(|(_, m)| m.info.pg.as_ref())
+            .filter(|p| p.primary && p.running)
+            .map(|p| p.lsn)
+            .max();
+        if let Ok(mut s) = self.status.lock() {
+            s.running = obs.running;
+            s.primary = obs.running && obs.primary;
+            s.streaming = obs.streaming;
+            s.timeline = obs.timeline;
+            s.lsn = obs.lsn;
+            s.lsn_text = obs.lsn_text.clone();
+            s.lag_bytes = (!obs.primary && obs.running)
+                .then(|| primary_lsn.map(|p| p.saturating_sub(obs.lsn)))
+                .flatten();
+            s.sync_standby = view.state.sync.iter().any(|n| *n == self.p.me);
+            s.state = self.state.clone();
+            s.error = self.error.clone();
+            s.replicas = if s.primary {
+                self.replicas.clone()
+            } else {
+                Vec::new()
+            };
+            if self.acting.is_some() {
+                s.not_candidate = None;
+            }
+        }
+        if let Ok(mut mm) = self.member.lock() {
+            *mm = member;
+        }
+    }
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn unquote(s: &str) -> Option<String> {
+    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
+    Some(inner.replace("\"\"", "\""))
+}
