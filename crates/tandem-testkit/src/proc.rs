@@ -129,6 +129,12 @@ impl Drop for Proc {
     }
 }
 
+/// Signal a process (or, with a negative pid, a process group) that a process of this test
+/// started, e.g. a postmaster run by a tandem node.
+pub fn signal_pid(pid: i32, sig: i32) -> bool {
+    unsafe_kill(pid, sig) == 0
+}
+
 #[allow(unsafe_code)]
 fn unsafe_kill(pid: i32, sig: i32) -> i32 {
     // SAFETY: kill(2) has no memory-safety preconditions.

@@ -24,6 +24,8 @@ const NO_STANDBY: &str = "\"tandem_no_standby\"";
 /// What the API shows about this node's PostgreSQL.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PgStatus {
+    /// The postmaster's process id while it runs.
+    pub pid: Option<i32>,
     pub running: bool,
     pub primary: bool,
     pub streaming: bool,
@@ -167,6 +169,7 @@ pub(crate) fn start(parts: ManagerParts) -> Result<(PgHandle, tokio::task::JoinH
         upstream: None,
         upstream_since: clock::now(),
         need_rewind: false,
+        rewinds_in_row: 0,
         sync_names: String::new(),
         pending_sync: None,
         watchdog: None,
@@ -199,6 +202,8 @@ struct Manager {
     upstream: Option<String>,
     upstream_since: Instant,
     need_rewind: bool,
+    /// Rewinds since this replica last streamed: a second one in a row clones instead.
+    rewinds_in_row: u32,
     /// (primary) the synchronous_standby_names in force.
     sync_names: String,
     /// (primary) a standby put in synchronous_standby_names and the WAL position at that
@@ -449,6 +454,18 @@ impl Manager {
         }
         if !obs.running {
             self.state = "PostgreSQL does not answer yet".into();
+            // A standby that never reaches a consistent state with a live primary to stream
+            // from cannot follow it: start over.
+            if self.upstream.is_some()
+                && clock::now().duration_since(self.upstream_since) > Duration::from_secs(30)
+            {
+                self.event(
+                    "postgres_diverged",
+                    "the replica does not become consistent: starting over",
+                );
+                self.stop_postgres("not consistent").await;
+                self.need_rewind = true;
+            }
             self.update_eligibility(view, obs);
             return;
         }
@@ -493,6 +510,9 @@ impl Manager {
             self.stop_postgres("rewind").await;
             self.need_rewind = true;
             return;
+        }
+        if obs.streaming {
+            self.rewinds_in_row = 0;
         }
         self.error = None;
         self.update_eligibility(view, obs);
@@ -540,8 +560,10 @@ impl Manager {
                 ));
             }
         }
+        // A fresh clone (backup_label present) starts from the primary's own checkpoint.
+        let fresh_clone = self.pg.s.data_dir.join("backup_label").exists();
         if let Some((name, addr)) = &upstream {
-            if ctrl.was_primary() || self.need_rewind {
+            if (ctrl.was_primary() || self.need_rewind) && !fresh_clone {
                 if !self.rejoin(name, addr).await {
                     return;
                 }
@@ -556,7 +578,7 @@ impl Manager {
             return self.fail(e);
         }
         self.state = "starting as replica".into();
-        if self.start_postgres().await {
+        if self.start_postgres(Duration::from_secs(10)).await {
             self.upstream = up;
             self.upstream_since = clock::now();
             self.event("postgres_started", "running as replica");
@@ -566,7 +588,8 @@ impl Manager {
     /// Make an old primary's data follow `name` again: pg_rewind, or a fresh clone when that
     /// is impossible. False when nothing can start this round.
     async fn rejoin(&mut self, name: &str, addr: &str) -> bool {
-        if self.pg.s.use_rewind {
+        self.rewinds_in_row += 1;
+        if self.pg.s.use_rewind && self.rewinds_in_row <= 1 {
             self.state = format!("rewinding to follow {name}");
             self.event("postgres_rewind", format!("pg_rewind from {name} at {addr}"));
             let r = self.pg.rewind(addr).await;
@@ -584,6 +607,7 @@ impl Manager {
         }
         match self.pg.set_aside() {
             Ok(aside) => {
+                self.rewinds_in_row = 0;
                 self.event(
                     "postgres_reclone",
                     format!("old data kept at {}; cloning {name}", aside.display()),
@@ -599,8 +623,8 @@ impl Manager {
         }
     }
 
-    /// Spawn the postmaster and wait until it answers.
-    async fn start_postgres(&mut self) -> bool {
+    /// Spawn the postmaster and wait (up to `wait`) until it answers. True while it runs.
+    async fn start_postgres(&mut self, wait: Duration) -> bool {
         let pm = match self.pg.spawn() {
             Ok(pm) => pm,
             Err(e) => {
@@ -608,7 +632,7 @@ impl Manager {
                 return false;
             }
         };
-        let deadline = clock::now() + Duration::from_secs(60);
+        let deadline = clock::now() + wait;
         let pid = pm.pid;
         self.pm = Some(pm);
         self.feed(Feed::Watch(pid));
@@ -628,9 +652,8 @@ impl Manager {
                 }
             }
             if clock::now() > deadline {
-                self.stop_postgres("did not start in time").await;
-                self.fail("PostgreSQL did not accept connections within 60s".into());
-                return false;
+                // Still recovering: the periodic step watches it from here.
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -836,7 +859,7 @@ impl Manager {
         )?;
         self.acting = Some(token);
         self.arm();
-        if !self.start_postgres().await {
+        if !self.start_postgres(Duration::from_secs(60)).await || self.client.is_none() {
             self.acting = None;
             return Err(self.error.clone().unwrap_or_else(|| "start failed".into()));
         }
@@ -1105,6 +1128,7 @@ impl Manager {
             .map(|p| p.lsn)
             .max();
         if let Ok(mut s) = self.status.lock() {
+            s.pid = self.pm.as_ref().filter(|p| p.running()).map(|p| p.pid);
             s.running = obs.running;
             s.primary = obs.running && obs.primary;
             s.streaming = obs.streaming;

@@ -1,0 +1,526 @@
+//! PostgreSQL high availability end to end: three nodes on loopback, each with its own
+//! PostgreSQL 15 (Debian's postgresql-15), under two writers that insert one sequence number per
+//! transaction and record every acknowledged one: one writes through whichever node `/primary`
+//! names, the other through libpq-style multi-host `target_session_attrs=read-write` without
+//! asking tandem. After each fault: no acknowledged number is missing on the new primary, no
+//! two PostgreSQL servers were writable at any sample, and the old primary rejoins as a replica.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{assert_safe, bin, cluster, TestCluster};
+use tandem_testkit::{http, wait_until};
+use tokio_postgres::config::TargetSessionAttrs;
+use tokio_postgres::NoTls;
+
+const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+const LONG: Duration = Duration::from_secs(60);
+
+struct PgLab {
+    c: TestCluster,
+    ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+fn pg_lab(sync: &str) -> PgLab {
+    assert!(
+        std::path::Path::new(BIN_DIR).join("postgres").exists(),
+        "PostgreSQL 15 is needed: apt-get install postgresql-15"
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // PostgreSQL runs as `postgres`: it must reach its data dir.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ports: Vec<u16> = (0..3).map(|_| tandem_testkit::free_port()).collect();
+    let root = dir.path().display().to_string();
+    let c = cluster(3, |i| {
+        format!(
+            r#"
+[service]
+kind = "postgres"
+bin_dir = "{BIN_DIR}"
+data_dir = "{root}/pg{}"
+listen = "127.0.0.1:{}"
+synchronous = "{sync}"
+maximum_lag_on_failover = "64MB"
+parameters = {{ shared_buffers = "16MB", max_connections = "40", fsync = "off" }}
+"#,
+            i + 1,
+            ports[i]
+        )
+    });
+    let lab = PgLab {
+        c,
+        ports,
+        _dir: dir,
+    };
+    let p = lab.wait_primary(&[0, 1, 2]);
+    lab.wait_replicas(p);
+    lab.sql(p, "CREATE TABLE IF NOT EXISTS w (seq bigint PRIMARY KEY)");
+    lab
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn connect(port: u16) -> Option<tokio_postgres::Client> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(1));
+    let (client, conn) = tokio::time::timeout(Duration::from_secs(2), cfg.connect(NoTls))
+        .await
+        .ok()?
+        .ok()?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Some(client)
+}
+
+impl PgLab {
+    fn is_primary(&self, i: usize) -> bool {
+        self.c.is_primary(i)
+    }
+
+    fn wait_primary(&self, among: &[usize]) -> usize {
+        let mut found = None;
+        let ok = wait_until(LONG, || {
+            let p: Vec<usize> = among
+                .iter()
+                .copied()
+                .filter(|&i| self.is_primary(i))
+                .collect();
+            found = p.first().copied();
+            p.len() == 1
+        });
+        assert!(ok, "no single primary among {among:?}: {}", self.dump());
+        found.unwrap_or_else(|| unreachable!())
+    }
+
+    fn status(&self, i: usize) -> serde_json::Value {
+        http::request_timeout(self.c.nodes[i].admin(), "GET", "/status", Duration::from_secs(1))
+            .ok()
+            .and_then(|r| serde_json::from_slice(&r.body).ok())
+            .unwrap_or_default()
+    }
+
+    fn code(&self, i: usize, path: &str) -> u16 {
+        http::request_timeout(self.c.nodes[i].admin(), "GET", path, Duration::from_secs(1))
+            .map(|r| r.status)
+            .unwrap_or(0)
+    }
+
+    fn dump(&self) -> String {
+        (0..3)
+            .map(|i| format!("n{}: {}", i + 1, self.status(i)["postgres"]))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every node but `p` streams as a replica.
+    fn wait_replicas(&self, p: usize) {
+        let ok = wait_until(LONG, || {
+            (0..3)
+                .filter(|&i| i != p)
+                .all(|i| self.code(i, "/replica") == 200)
+        });
+        assert!(ok, "replicas did not stream: {}", self.dump());
+    }
+
+    fn sql(&self, i: usize, q: &str) {
+        let port = self.ports[i];
+        rt().block_on(async {
+            let c = connect(port).await.unwrap_or_else(|| panic!("cannot connect to n{}", i + 1));
+            c.batch_execute(q).await.unwrap_or_else(|e| panic!("{q}: {e}"));
+        });
+    }
+
+    fn rows(&self, i: usize) -> std::collections::BTreeSet<i64> {
+        let port = self.ports[i];
+        rt().block_on(async {
+            let c = connect(port).await.unwrap_or_else(|| panic!("cannot connect to n{}", i + 1));
+            c.query("SELECT seq FROM w", &[])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .iter()
+                .map(|r| r.get::<_, i64>(0))
+                .collect()
+        })
+    }
+
+    fn postmaster(&self, i: usize) -> i32 {
+        self.status(i)["postgres"]["pid"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("n{} has no postmaster: {}", i + 1, self.dump())) as i32
+    }
+}
+
+/// A writer: inserts `base+1, base+2, ...`, one per transaction, and records what was
+/// acknowledged.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<i64>>>,
+    failed: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Clone, Copy)]
+enum Route {
+    /// Ask each node's `/primary` and write to the PostgreSQL of the one that answers 200.
+    Api,
+    /// libpq multi-host, `target_session_attrs=read-write`.
+    MultiHost,
+}
+
+impl Writer {
+    fn start(route: Route, admins: Vec<SocketAddr>, ports: Vec<u16>, base: i64) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let failed = Arc::new(AtomicU64::new(0));
+        let (s, a, f) = (stop.clone(), acked.clone(), failed.clone());
+        let thread = std::thread::spawn(move || {
+            rt().block_on(async move {
+                let started = Instant::now();
+                let mut seq = base;
+                let mut client: Option<tokio_postgres::Client> = None;
+                // Bounded in count and time whatever happens.
+                while !s.load(Ordering::Relaxed)
+                    && seq < base + 200_000
+                    && started.elapsed() < Duration::from_secs(180)
+                {
+                    if client.as_ref().is_none_or(|c| c.is_closed()) {
+                        client = match route {
+                            Route::Api => {
+                                let p = admins.iter().position(|a| {
+                                    http::request_timeout(
+                                        *a,
+                                        "GET",
+                                        "/primary",
+                                        Duration::from_millis(300),
+                                    )
+                                    .is_ok_and(|r| r.status == 200)
+                                });
+                                match p {
+                                    Some(i) => connect(ports[i]).await,
+                                    None => None,
+                                }
+                            }
+                            Route::MultiHost => {
+                                let mut cfg = tokio_postgres::Config::new();
+                                for p in &ports {
+                                    cfg.host("127.0.0.1").port(*p);
+                                }
+                                cfg.user("postgres")
+                                    .dbname("postgres")
+                                    .connect_timeout(Duration::from_millis(500))
+                                    .target_session_attrs(TargetSessionAttrs::ReadWrite);
+                                match tokio::time::timeout(
+                                    Duration::from_secs(3),
+                                    cfg.connect(NoTls),
+                                )
+                                .await
+                                {
+                                    Ok(Ok((c, conn))) => {
+                                        tokio::spawn(async move {
+                                            let _ = conn.await;
+                                        });
+                                        Some(c)
+                                    }
+                                    _ => None,
+                                }
+                            }
+                        };
+                        if client.is_none() {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    }
+                    let Some(c) = &client else { continue };
+                    seq += 1;
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        c.execute("INSERT INTO w (seq) VALUES ($1)", &[&seq]),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(_)) => a.lock().unwrap_or_else(|e| e.into_inner()).push(seq),
+                        _ => {
+                            f.fetch_add(1, Ordering::Relaxed);
+                            client = None;
+                        }
+                    }
+                }
+            });
+        });
+        Writer {
+            stop,
+            acked,
+            failed,
+            thread: Some(thread),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.acked.lock().map(|a| a.len()).unwrap_or(0)
+    }
+
+    /// Wait until `n` more writes are acknowledged.
+    fn wait_more(&self, n: usize, what: &str) {
+        let start = self.count();
+        assert!(
+            wait_until(LONG, || self.count() >= start + n),
+            "{what}: the writer made no progress ({} acked, {} failed)",
+            self.count(),
+            self.failed.load(Ordering::Relaxed)
+        );
+    }
+
+    fn finish(mut self) -> Vec<i64> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.acked.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Samples every PostgreSQL's `pg_is_in_recovery()` and records moments with two writable.
+struct Writable {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Writable {
+    fn start(ports: Vec<u16>) -> Writable {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            rt().block_on(async move {
+                let mut clients: Vec<Option<tokio_postgres::Client>> =
+                    ports.iter().map(|_| None).collect();
+                let (mut samples, mut bad) = (0u64, Vec::new());
+                let started = Instant::now();
+                while !s.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(240) {
+                    let mut writable = Vec::new();
+                    for (i, port) in ports.iter().enumerate() {
+                        if clients[i].as_ref().is_none_or(|c| c.is_closed()) {
+                            clients[i] = connect(*port).await;
+                        }
+                        let Some(c) = &clients[i] else { continue };
+                        let r = tokio::time::timeout(
+                            Duration::from_millis(500),
+                            c.query_one("SELECT NOT pg_is_in_recovery()", &[]),
+                        )
+                        .await;
+                        match r {
+                            Ok(Ok(row)) if row.get::<_, bool>(0) => writable.push(i + 1),
+                            Ok(Ok(_)) => {}
+                            _ => clients[i] = None,
+                        }
+                    }
+                    samples += 1;
+                    if writable.len() > 1 {
+                        bad.push(format!("{:?}: n{writable:?} writable", started.elapsed()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (samples, bad)
+            })
+        });
+        Writable {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn assert_never_two(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (samples, bad) = self
+            .thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        assert!(samples > 10, "the writable sampler barely ran");
+        assert!(bad.is_empty(), "two writable PostgreSQL servers: {bad:?}");
+    }
+}
+
+impl Drop for Writable {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn writers(lab: &PgLab) -> (Writer, Writer) {
+    let admins: Vec<SocketAddr> = lab.c.nodes.iter().map(|n| n.admin()).collect();
+    let api = Writer::start(Route::Api, admins.clone(), lab.ports.clone(), 0);
+    let multi = Writer::start(Route::MultiHost, admins, lab.ports.clone(), 1_000_000_000);
+    api.wait_more(20, "before the fault");
+    multi.wait_more(20, "before the fault");
+    (api, multi)
+}
+
+/// Both writers keep going on the new primary; then every acknowledged number is there.
+fn check_no_lost_writes(lab: &PgLab, api: Writer, multi: Writer) -> usize {
+    api.wait_more(20, "after the failover");
+    multi.wait_more(20, "after the failover");
+    let p = lab.wait_primary(&[0, 1, 2]);
+    let (a, m) = (api.finish(), multi.finish());
+    let rows = lab.rows(p);
+    for (name, acked) in [("API writer", &a), ("multi-host writer", &m)] {
+        let missing: Vec<i64> = acked.iter().copied().filter(|s| !rows.contains(s)).collect();
+        assert!(
+            missing.is_empty(),
+            "{name}: {} of {} acknowledged writes missing on the new primary n{}: {:?}",
+            missing.len(),
+            acked.len(),
+            p + 1,
+            &missing[..missing.len().min(20)]
+        );
+    }
+    p
+}
+
+#[test]
+fn postgres_bootstraps_replicates_and_switches_over_without_losing_writes() {
+    let lab = pg_lab("on");
+    let p = lab.wait_primary(&[0, 1, 2]);
+    // Load balancer endpoints: exactly one synchronous standby, every node readable.
+    assert!(wait_until(LONG, || (0..3).filter(|&i| lab.code(i, "/sync") == 200).count() == 1));
+    for i in 0..3 {
+        assert_eq!(lab.code(i, "/read-only"), 200);
+        assert_eq!(lab.code(i, "/health"), 200);
+    }
+    assert_eq!(lab.code(p, "/replica"), 503);
+    assert_eq!(lab.code((p + 1) % 3, "/replica?lag=64MB"), 200);
+    assert_eq!(lab.code((p + 1) % 3, "/replica?lag=zzz"), 400);
+    let watch = lab.c.watch();
+    let writable = Writable::start(lab.ports.clone());
+    let (api, multi) = writers(&lab);
+    // In synchronous mode the target must be the synchronous standby (as with Patroni).
+    let target = (0..3)
+        .find(|&i| lab.code(i, "/sync") == 200)
+        .unwrap_or_else(|| panic!("no synchronous standby: {}", lab.dump()));
+    // The API refuses until the target reports itself a candidate (its next heartbeat).
+    let body = format!(r#"{{"to":"n{}"}}"#, target + 1);
+    let mut last = String::new();
+    let ok = wait_until(LONG, || {
+        let r = lab.c.nodes[p].post("/switchover", &body);
+        last = String::from_utf8_lossy(&r.body).into_owned();
+        r.status == 200
+    });
+    assert!(ok, "switchover refused: {last}");
+    assert_eq!(lab.wait_primary(&[0, 1, 2]), target);
+    let np = check_no_lost_writes(&lab, api, multi);
+    assert_eq!(np, target);
+    // The old primary follows the new one.
+    lab.wait_replicas(target);
+    writable.assert_never_two();
+    assert_safe(&watch.stop());
+    let m = lab.c.nodes[target].metrics();
+    assert!(m.contains("tandem_postgres_switchovers_total 1"), "{m}");
+    assert!(m.contains("tandem_postgres_primary 1"), "{m}");
+}
+
+#[test]
+fn postgres_fails_over_when_the_primary_postmaster_is_killed() {
+    let lab = pg_lab("on");
+    let p = lab.wait_primary(&[0, 1, 2]);
+    let writable = Writable::start(lab.ports.clone());
+    let (api, multi) = writers(&lab);
+    let pid = lab.postmaster(p);
+    tandem_testkit::proc::signal_pid(-pid, libc::SIGKILL);
+    let others = lab.c.others(p);
+    let np = lab.wait_primary(&others);
+    assert_ne!(np, p);
+    let _ = check_no_lost_writes(&lab, api, multi);
+    lab.wait_replicas(np);
+    writable.assert_never_two();
+    let events = lab.c.nodes[p].get_json("/events?kind=postgres_rewind,postgres_reclone");
+    assert!(
+        events.as_array().is_some_and(|e| !e.is_empty()),
+        "the old primary rejoined without a rewind: {events}"
+    );
+}
+
+/// The agent dies, PostgreSQL would run on: its parent-death signal shuts it down fast, the
+/// standbys get its last WAL, and even asynchronous replication loses nothing.
+#[test]
+fn postgres_agent_killed_loses_nothing_even_asynchronous() {
+    let mut lab = pg_lab("off");
+    let p = lab.wait_primary(&[0, 1, 2]);
+    let writable = Writable::start(lab.ports.clone());
+    let (api, multi) = writers(&lab);
+    let pid = lab.postmaster(p);
+    lab.c.nodes[p].proc.kill();
+    assert!(
+        wait_until(Duration::from_secs(10), || !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))),
+        "PostgreSQL outlived its agent"
+    );
+    let np = lab.wait_primary(&lab.c.others(p));
+    let _ = check_no_lost_writes(&lab, api, multi);
+    // Back with an agent, the old primary rejoins by itself.
+    lab.c.nodes[p].restart(bin());
+    lab.wait_replicas(np);
+    writable.assert_never_two();
+}
+
+/// A hung agent (SIGSTOP longer than the lease) cannot renew: the watchdog stops its
+/// PostgreSQL before the lease can pass on, so nothing is written to it afterwards.
+#[test]
+fn postgres_agent_hung_is_fenced_by_the_watchdog() {
+    let lab = pg_lab("off");
+    let p = lab.wait_primary(&[0, 1, 2]);
+    let writable = Writable::start(lab.ports.clone());
+    let (api, multi) = writers(&lab);
+    let pid = lab.postmaster(p);
+    lab.c.nodes[p].proc.stop();
+    let np = lab.wait_primary(&lab.c.others(p));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/status")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")),
+        "the hung node's PostgreSQL still runs after the failover"
+    );
+    let _ = check_no_lost_writes(&lab, api, multi);
+    lab.c.nodes[p].proc.cont();
+    lab.wait_replicas(np);
+    writable.assert_never_two();
+}
+
+/// Agent and postmaster killed together (a host crash): synchronous replication loses nothing.
+#[test]
+fn postgres_host_crash_in_synchronous_mode_loses_nothing() {
+    let mut lab = pg_lab("on");
+    let p = lab.wait_primary(&[0, 1, 2]);
+    let writable = Writable::start(lab.ports.clone());
+    let (api, multi) = writers(&lab);
+    let pid = lab.postmaster(p);
+    tandem_testkit::proc::signal_pid(-pid, libc::SIGKILL);
+    lab.c.nodes[p].proc.kill();
+    let np = lab.wait_primary(&lab.c.others(p));
+    let _ = check_no_lost_writes(&lab, api, multi);
+    lab.c.nodes[p].restart(bin());
+    lab.wait_replicas(np);
+    writable.assert_never_two();
+}
