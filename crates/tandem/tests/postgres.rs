@@ -456,11 +456,14 @@ fn postgres_fails_over_when_the_primary_postmaster_is_killed() {
     let _ = check_no_lost_writes(&lab, api, multi);
     lab.wait_replicas(np);
     writable.assert_never_two();
-    let events = lab.c.nodes[p].get_json("/events?kind=postgres_rewind,postgres_reclone");
-    assert!(
-        events.as_array().is_some_and(|e| !e.is_empty()),
-        "the old primary rejoined without a rewind: {events}"
-    );
+    // It follows the new primary on its new timeline.
+    let ok = wait_until(LONG, || {
+        let (a, b) = (lab.status(p), lab.status(np));
+        a["postgres"]["streaming"] == true
+            && a["postgres"]["timeline"] == b["postgres"]["timeline"]
+            && b["postgres"]["timeline"].as_u64() > Some(1)
+    });
+    assert!(ok, "the old primary is not on the new timeline: {}", lab.dump());
 }
 
 /// The agent dies, PostgreSQL would run on: its parent-death signal shuts it down fast, the
