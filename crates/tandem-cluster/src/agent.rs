@@ -279,7 +279,13 @@ impl<D: Dcs> Agent<D> {
         let handle_dcs: Arc<dyn DynDcs> = parts.dcs.clone();
         let (view_tx, view_rx) = tokio::sync::watch::channel(crate::postgres::View::default());
         let pg = if is_pg {
-            start_postgres(&parts, shared.clone(), handle_dcs.clone(), view_rx, tx.clone())
+            start_postgres(
+                &parts,
+                shared.clone(),
+                handle_dcs.clone(),
+                view_rx,
+                tx.clone(),
+            )
         } else {
             None
         };
@@ -767,7 +773,9 @@ fn start_postgres<D: Dcs>(
         }
         Err(e) => {
             tracing::error!(component = "postgres", error = %e, "PostgreSQL not managed");
-            parts.events.emit("postgres_error", "postgres", &parts.node.name, e);
+            parts
+                .events
+                .emit("postgres_error", "postgres", &parts.node.name, e);
             None
         }
     }
@@ -793,7 +801,9 @@ fn demotion_kind(reason: &str) -> &'static str {
 enum Job {
     /// The hook, the fencing token, and whether it is part of a planned switchover.
     Hook(Hook, Option<u64>, bool),
-    Release { token: u64 },
+    Release {
+        token: u64,
+    },
 }
 
 /// Hooks (and releases that must follow them) run one after the other.

@@ -402,7 +402,10 @@ fn validate_postgres(s: &ServiceConfig, issues: &mut Vec<Issue>) {
         }
     }
     match &s.bin_dir {
-        None => issues.push(Issue::new("service.bin_dir", "kind = \"postgres\" needs bin_dir (e.g. \"/usr/lib/postgresql/15/bin\")")),
+        None => issues.push(Issue::new(
+            "service.bin_dir",
+            "kind = \"postgres\" needs bin_dir (e.g. \"/usr/lib/postgresql/15/bin\")",
+        )),
         Some(b) => {
             let missing: Vec<&str> = crate::postgres::PROGRAMS
                 .iter()
@@ -432,11 +435,13 @@ fn validate_postgres(s: &ServiceConfig, issues: &mut Vec<Issue>) {
         ));
     }
     match &s.data_dir {
-        None => issues.push(Issue::new("service.data_dir", "kind = \"postgres\" needs data_dir")),
-        Some(d) if !d.is_absolute() => issues.push(Issue::new(
+        None => issues.push(Issue::new(
             "service.data_dir",
-            "must be an absolute path",
+            "kind = \"postgres\" needs data_dir",
         )),
+        Some(d) if !d.is_absolute() => {
+            issues.push(Issue::new("service.data_dir", "must be an absolute path"))
+        }
         Some(d) => {
             use std::os::unix::fs::MetadataExt;
             if let (Ok(meta), Some(u)) = (std::fs::metadata(d), &os_user) {
@@ -456,7 +461,10 @@ fn validate_postgres(s: &ServiceConfig, issues: &mut Vec<Issue>) {
         }
     }
     match s.listen.as_deref().map(str::parse::<SocketAddr>) {
-        None => issues.push(Issue::new("service.listen", "kind = \"postgres\" needs listen = \"IP:PORT\"")),
+        None => issues.push(Issue::new(
+            "service.listen",
+            "kind = \"postgres\" needs listen = \"IP:PORT\"",
+        )),
         Some(Ok(a)) if a.port() == 0 => {
             issues.push(Issue::new("service.listen", "port 0 cannot be reached"))
         }
@@ -487,7 +495,11 @@ fn validate_postgres(s: &ServiceConfig, issues: &mut Vec<Issue>) {
                 format!("service.parameters.{k}"),
                 "tandem sets this itself",
             ));
-        } else if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+        } else if k.is_empty()
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
             issues.push(Issue::new(
                 format!("service.parameters.{k}"),
                 "not a parameter name",

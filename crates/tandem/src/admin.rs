@@ -37,7 +37,10 @@ pub struct AdminCtx {
 pub fn router(ctx: AdminCtx) -> Router {
     Router::new()
         .route("/health", get(health))
-        .route("/read-only", get(read_only).options(read_only).head(read_only))
+        .route(
+            "/read-only",
+            get(read_only).options(read_only).head(read_only),
+        )
         .route("/sync", get(sync).options(sync).head(sync))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
@@ -118,8 +121,15 @@ fn no_postgres() -> Response {
 async fn read_only(State(ctx): State<AdminCtx>) -> Response {
     match pg_status(&ctx) {
         None => no_postgres(),
-        Some(pg) if pg.running => Json(json!({ "role": if pg.primary { "primary" } else { "replica" }, "postgres": pg })).into_response(),
-        Some(pg) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "postgres": pg }))).into_response(),
+        Some(pg) if pg.running => {
+            Json(json!({ "role": if pg.primary { "primary" } else { "replica" }, "postgres": pg }))
+                .into_response()
+        }
+        Some(pg) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "postgres": pg })),
+        )
+            .into_response(),
     }
 }
 
@@ -130,7 +140,11 @@ async fn sync(State(ctx): State<AdminCtx>) -> Response {
         Some(pg) if pg.running && !pg.primary && pg.streaming && pg.sync_standby => {
             Json(json!({ "role": "sync_standby", "postgres": pg })).into_response()
         }
-        Some(pg) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "postgres": pg }))).into_response(),
+        Some(pg) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "postgres": pg })),
+        )
+            .into_response(),
     }
 }
 
@@ -367,8 +381,16 @@ async fn replica(State(ctx): State<AdminCtx>, Query(q): Query<ReplicaQuery>) -> 
             (Some(_), None) => false,
         };
         let ok = pg.running && !pg.primary && pg.streaming && within;
-        let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-        return (code, Json(json!({ "role": if pg.primary { "primary" } else { "replica" }, "postgres": pg }))).into_response();
+        let code = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return (
+            code,
+            Json(json!({ "role": if pg.primary { "primary" } else { "replica" }, "postgres": pg })),
+        )
+            .into_response();
     }
     let healthy = c.status().is_some_and(|s| s.healthy);
     match c.primary() {

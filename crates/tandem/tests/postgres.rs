@@ -27,6 +27,15 @@ struct PgLab {
 }
 
 fn pg_lab(sync: &str) -> PgLab {
+    let lab = pg_cluster(sync, "");
+    let p = lab.wait_primary(&[0, 1, 2]);
+    lab.wait_replicas(p);
+    lab.sql(p, "CREATE TABLE IF NOT EXISTS w (seq bigint PRIMARY KEY)");
+    lab
+}
+
+/// Three nodes; `params` are added to `parameters`.
+fn pg_cluster(sync: &str, params: &str) -> PgLab {
     assert!(
         std::path::Path::new(BIN_DIR).join("postgres").exists(),
         "PostgreSQL 15 is needed: apt-get install postgresql-15"
@@ -50,21 +59,17 @@ data_dir = "{root}/pg{}"
 listen = "127.0.0.1:{}"
 synchronous = "{sync}"
 maximum_lag_on_failover = "64MB"
-parameters = {{ shared_buffers = "16MB", max_connections = "40", fsync = "off" }}
+parameters = {{ max_connections = "40", fsync = "off"{params} }}
 "#,
             i + 1,
             ports[i]
         )
     });
-    let lab = PgLab {
+    PgLab {
         c,
         ports,
         _dir: dir,
-    };
-    let p = lab.wait_primary(&[0, 1, 2]);
-    lab.wait_replicas(p);
-    lab.sql(p, "CREATE TABLE IF NOT EXISTS w (seq bigint PRIMARY KEY)");
-    lab
+    }
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -112,10 +117,15 @@ impl PgLab {
     }
 
     fn status(&self, i: usize) -> serde_json::Value {
-        http::request_timeout(self.c.nodes[i].admin(), "GET", "/status", Duration::from_secs(1))
-            .ok()
-            .and_then(|r| serde_json::from_slice(&r.body).ok())
-            .unwrap_or_default()
+        http::request_timeout(
+            self.c.nodes[i].admin(),
+            "GET",
+            "/status",
+            Duration::from_secs(1),
+        )
+        .ok()
+        .and_then(|r| serde_json::from_slice(&r.body).ok())
+        .unwrap_or_default()
     }
 
     fn code(&self, i: usize, path: &str) -> u16 {
@@ -144,15 +154,21 @@ impl PgLab {
     fn sql(&self, i: usize, q: &str) {
         let port = self.ports[i];
         rt().block_on(async {
-            let c = connect(port).await.unwrap_or_else(|| panic!("cannot connect to n{}", i + 1));
-            c.batch_execute(q).await.unwrap_or_else(|e| panic!("{q}: {e}"));
+            let c = connect(port)
+                .await
+                .unwrap_or_else(|| panic!("cannot connect to n{}", i + 1));
+            c.batch_execute(q)
+                .await
+                .unwrap_or_else(|e| panic!("{q}: {e}"));
         });
     }
 
     fn rows(&self, i: usize) -> std::collections::BTreeSet<i64> {
         let port = self.ports[i];
         rt().block_on(async {
-            let c = connect(port).await.unwrap_or_else(|| panic!("cannot connect to n{}", i + 1));
+            let c = connect(port)
+                .await
+                .unwrap_or_else(|| panic!("cannot connect to n{}", i + 1));
             c.query("SELECT seq FROM w", &[])
                 .await
                 .unwrap_or_else(|e| panic!("{e}"))
@@ -165,7 +181,8 @@ impl PgLab {
     fn postmaster(&self, i: usize) -> i32 {
         self.status(i)["postgres"]["pid"]
             .as_i64()
-            .unwrap_or_else(|| panic!("n{} has no postmaster: {}", i + 1, self.dump())) as i32
+            .unwrap_or_else(|| panic!("n{} has no postmaster: {}", i + 1, self.dump()))
+            as i32
     }
 }
 
@@ -388,7 +405,11 @@ fn check_no_lost_writes(lab: &PgLab, api: Writer, multi: Writer) -> usize {
     let (a, m) = (api.finish(), multi.finish());
     let rows = lab.rows(p);
     for (name, acked) in [("API writer", &a), ("multi-host writer", &m)] {
-        let missing: Vec<i64> = acked.iter().copied().filter(|s| !rows.contains(s)).collect();
+        let missing: Vec<i64> = acked
+            .iter()
+            .copied()
+            .filter(|s| !rows.contains(s))
+            .collect();
         assert!(
             missing.is_empty(),
             "{name}: {} of {} acknowledged writes missing on the new primary n{}: {:?}",
@@ -406,7 +427,10 @@ fn postgres_bootstraps_replicates_and_switches_over_without_losing_writes() {
     let lab = pg_lab("on");
     let p = lab.wait_primary(&[0, 1, 2]);
     // Load balancer endpoints: exactly one synchronous standby, every node readable.
-    assert!(wait_until(LONG, || (0..3).filter(|&i| lab.code(i, "/sync") == 200).count() == 1));
+    assert!(wait_until(LONG, || (0..3)
+        .filter(|&i| lab.code(i, "/sync") == 200)
+        .count()
+        == 1));
     for i in 0..3 {
         assert_eq!(lab.code(i, "/read-only"), 200);
         assert_eq!(lab.code(i, "/health"), 200);
@@ -463,7 +487,11 @@ fn postgres_fails_over_when_the_primary_postmaster_is_killed() {
             && a["postgres"]["timeline"] == b["postgres"]["timeline"]
             && b["postgres"]["timeline"].as_u64() > Some(1)
     });
-    assert!(ok, "the old primary is not on the new timeline: {}", lab.dump());
+    assert!(
+        ok,
+        "the old primary is not on the new timeline: {}",
+        lab.dump()
+    );
 }
 
 /// The agent dies, PostgreSQL would run on: its parent-death signal shuts it down fast, the
@@ -477,8 +505,12 @@ fn postgres_agent_killed_loses_nothing_even_asynchronous() {
     let pid = lab.postmaster(p);
     lab.c.nodes[p].proc.kill();
     assert!(
-        wait_until(Duration::from_secs(10), || !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))),
+        wait_until(Duration::from_secs(10), || !std::path::Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))),
         "PostgreSQL outlived its agent"
     );
     let np = lab.wait_primary(&lab.c.others(p));
@@ -502,7 +534,8 @@ fn postgres_agent_hung_is_fenced_by_the_watchdog() {
     let np = lab.wait_primary(&lab.c.others(p));
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}/status")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")),
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")),
         "the hung node's PostgreSQL still runs after the failover"
     );
     let _ = check_no_lost_writes(&lab, api, multi);
@@ -526,4 +559,43 @@ fn postgres_host_crash_in_synchronous_mode_loses_nothing() {
     lab.c.nodes[p].restart(bin());
     lab.wait_replicas(np);
     writable.assert_never_two();
+}
+
+/// A PostgreSQL that cannot start (here: a value it rejects) is reported with PostgreSQL's own
+/// words in the API and never makes any node primary.
+#[test]
+fn postgres_that_cannot_start_is_reported_and_never_promoted() {
+    let lab = pg_cluster("on", ", shared_buffers = \"lots\"");
+    let mut seen = String::new();
+    let reported = wait_until(LONG, || {
+        (0..3).any(|i| {
+            let e = lab.status(i)["postgres"]["error"].to_string();
+            let hit = e.contains("shared_buffers");
+            if hit {
+                seen = e;
+            }
+            hit
+        })
+    });
+    assert!(
+        reported,
+        "no node reported the bad parameter: {}",
+        lab.dump()
+    );
+    // Over a few lease periods nobody serves as primary.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        for i in 0..3 {
+            assert!(
+                !lab.is_primary(i),
+                "n{} became primary: {}",
+                i + 1,
+                lab.dump()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(seen.contains("invalid value"), "{seen}");
+    let events = lab.c.nodes[0].get_json("/events?kind=postgres_error,postgres_promote_failed");
+    assert!(events.to_string().contains("shared_buffers"), "{events}");
 }

@@ -148,7 +148,9 @@ struct Obs {
 }
 
 /// Start the manager task.
-pub(crate) fn start(parts: ManagerParts) -> Result<(PgHandle, tokio::task::JoinHandle<()>), String> {
+pub(crate) fn start(
+    parts: ManagerParts,
+) -> Result<(PgHandle, tokio::task::JoinHandle<()>), String> {
     let pg = Pg::new(parts.settings.clone(), parts.me.clone())?;
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = PgHandle {
@@ -286,7 +288,10 @@ impl Manager {
 
     fn start_watchdog(&mut self) {
         let Some(exe) = &self.p.watchdog_exe else {
-            tracing::warn!(component = "postgres", "no watchdog: a hung agent is not fenced");
+            tracing::warn!(
+                component = "postgres",
+                "no watchdog: a hung agent is not fenced"
+            );
             return;
         };
         match Watchdog::start(exe, (self.p.margin / 2).max(Duration::from_millis(50))) {
@@ -521,7 +526,9 @@ impl Manager {
     /// Start PostgreSQL as a replica: clone, rewind or just start, as the data dir needs.
     async fn bring_up_replica(&mut self, view: &View) {
         let me = self.p.me.clone();
-        let upstream = view.primary(&me).map(|(n, m)| (n.to_string(), m.addr.clone()));
+        let upstream = view
+            .primary(&me)
+            .map(|(n, m)| (n.to_string(), m.addr.clone()));
         if !self.pg.has_data() {
             if view.state.initialized.is_none() {
                 self.state = "waiting for the cluster to be bootstrapped".into();
@@ -571,10 +578,12 @@ impl Manager {
         }
         self.need_rewind = false;
         let up = upstream.as_ref().map(|(_, a)| a.clone());
-        if let Err(e) = self
-            .pg
-            .write_conf(&ConfRole::Standby { upstream: up.clone() }, true)
-        {
+        if let Err(e) = self.pg.write_conf(
+            &ConfRole::Standby {
+                upstream: up.clone(),
+            },
+            true,
+        ) {
             return self.fail(e);
         }
         self.state = "starting as replica".into();
@@ -591,7 +600,10 @@ impl Manager {
         self.rewinds_in_row += 1;
         if self.pg.s.use_rewind && self.rewinds_in_row <= 1 {
             self.state = format!("rewinding to follow {name}");
-            self.event("postgres_rewind", format!("pg_rewind from {name} at {addr}"));
+            self.event(
+                "postgres_rewind",
+                format!("pg_rewind from {name} at {addr}"),
+            );
             let r = self.pg.rewind(addr).await;
             let label = ResultLabel {
                 result: if r.is_ok() { "ok" } else { "failed" }.into(),
@@ -1001,7 +1013,10 @@ impl Manager {
             let f: String = r.get(5);
             current = parse_lsn(&r.get::<_, String>(6));
             if state == "streaming" {
-                flush.insert(name.clone(), (parse_lsn(&f).unwrap_or(0), r.get::<_, String>(2)));
+                flush.insert(
+                    name.clone(),
+                    (parse_lsn(&f).unwrap_or(0), r.get::<_, String>(2)),
+                );
             }
             reps.push(ReplicaStat {
                 name,
@@ -1015,7 +1030,11 @@ impl Manager {
             let l = ReplicaLabel {
                 replica: rep.name.clone(),
             };
-            self.p.metrics.lag_bytes.get_or_create(&l).set(rep.lag_bytes as f64);
+            self.p
+                .metrics
+                .lag_bytes
+                .get_or_create(&l)
+                .set(rep.lag_bytes as f64);
             self.p
                 .metrics
                 .lag_seconds
@@ -1076,7 +1095,10 @@ impl Manager {
             self.sync_names = quote(&b);
             self.pending_sync = Some((b.clone(), current.unwrap_or(u64::MAX)));
             self.apply_sync_names().await;
-            self.event("postgres_sync_standby", format!("{b} is the synchronous standby"));
+            self.event(
+                "postgres_sync_standby",
+                format!("{b} is the synchronous standby"),
+            );
         } else if self.pg.s.synchronous == SyncMode::On
             && (!set.is_empty() || !self.sync_names.is_empty())
         {

@@ -44,13 +44,21 @@ impl PgMetrics {
             let _ = m.basebackups.get_or_create(&l);
         }
         let r = registry.sub_registry_with_prefix("postgres");
-        r.register("up", "1 while the managed PostgreSQL runs and answers", m.up.clone());
+        r.register(
+            "up",
+            "1 while the managed PostgreSQL runs and answers",
+            m.up.clone(),
+        );
         r.register(
             "primary",
             "1 while the managed PostgreSQL runs as the writable primary",
             m.primary.clone(),
         );
-        r.register("timeline", "PostgreSQL's current timeline", m.timeline.clone());
+        r.register(
+            "timeline",
+            "PostgreSQL's current timeline",
+            m.timeline.clone(),
+        );
         r.register_with_unit(
             "wal_position",
             "WAL position: current on a primary, received or replayed on a replica",

@@ -206,8 +206,7 @@ pub fn candidacy(
                 .is_some_and(|l| l.holder != me && view.alive.contains(&l.holder));
             if !primary_alive {
                 for (name, pg) in others() {
-                    if view.alive.contains(name) && pg.running && !pg.primary && pg.lsn > mine.lsn
-                    {
+                    if view.alive.contains(name) && pg.running && !pg.primary && pg.lsn > mine.lsn {
                         return Err(format!("{name} has more WAL"));
                     }
                 }

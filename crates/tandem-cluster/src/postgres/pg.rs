@@ -108,7 +108,12 @@ impl Pg {
     }
 
     /// Run a program to completion; its stdout, or an error with its stderr.
-    pub async fn run(&self, program: &str, args: &[&str], limit: Duration) -> Result<String, String> {
+    pub async fn run(
+        &self,
+        program: &str,
+        args: &[&str],
+        limit: Duration,
+    ) -> Result<String, String> {
         let mut c = self.command(program);
         c.args(args);
         let out = match tokio::time::timeout(limit, c.output()).await {
@@ -159,7 +164,16 @@ impl Pg {
         let d = self.data().display().to_string();
         self.run(
             "initdb",
-            &["-D", &d, "-E", "UTF8", "--locale=C", "--data-checksums", "-U", &self.user.name],
+            &[
+                "-D",
+                &d,
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--data-checksums",
+                "-U",
+                &self.user.name,
+            ],
             Duration::from_secs(300),
         )
         .await?;
@@ -194,8 +208,19 @@ impl Pg {
         self.run(
             "pg_basebackup",
             &[
-                "-D", &d, "-h", &host, "-p", &port, "-U", &self.s.replication_user, "-X",
-                "stream", "-c", "fast", "-w",
+                "-D",
+                &d,
+                "-h",
+                &host,
+                "-p",
+                &port,
+                "-U",
+                &self.s.replication_user,
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "-w",
             ],
             Duration::from_secs(3600),
         )
@@ -348,7 +373,10 @@ impl Pg {
         }
         for n in &nets {
             // Replication for the replicas, the superuser for pg_rewind, and clients.
-            out.push_str(&format!("host replication {} {n} trust\n", self.s.replication_user));
+            out.push_str(&format!(
+                "host replication {} {n} trust\n",
+                self.s.replication_user
+            ));
             out.push_str(&format!("host all all {n} trust\n"));
         }
         out

@@ -126,7 +126,9 @@ fn set_death_signal(cmd: &mut Command, sig: i32, parent: i32) {
             }
             // The parent died before the setting took effect: do not outlive it.
             if libc::getppid() != parent {
-                return Err(io::Error::other("the agent exited while starting PostgreSQL"));
+                return Err(io::Error::other(
+                    "the agent exited while starting PostgreSQL",
+                ));
             }
             Ok(())
         });

@@ -74,20 +74,40 @@ fn after_bootstrap_only_a_running_replica_of_that_database() {
     other.sysid = "8".into();
     let e = candidacy("n2", Some(&other), true, &v, SyncMode::Off, 1 << 20);
     assert!(e.is_err_and(|e| e.contains("database 8")));
-    assert!(candidacy("n2", Some(&pg(100, false)), true, &v, SyncMode::Off, 1 << 20).is_ok());
+    assert!(candidacy(
+        "n2",
+        Some(&pg(100, false)),
+        true,
+        &v,
+        SyncMode::Off,
+        1 << 20
+    )
+    .is_ok());
 }
 
 #[test]
 fn synchronous_mode_promotes_only_the_synchronous_set_with_the_most_wal() {
     let mut v = view(
-        &[("n1", pg(500, true)), ("n2", pg(500, false)), ("n3", pg(400, false))],
+        &[
+            ("n1", pg(500, true)),
+            ("n2", pg(500, false)),
+            ("n3", pg(400, false)),
+        ],
         None,
         &["n2", "n3"],
     );
     v.state.sync = vec!["n2".into()];
     assert!(candidacy("n2", Some(&pg(500, false)), true, &v, SyncMode::On, 0).is_ok());
     // n3 has less lag than any limit would forbid, but is not synchronous.
-    assert!(candidacy("n3", Some(&pg(400, false)), true, &v, SyncMode::On, u64::MAX).is_err());
+    assert!(candidacy(
+        "n3",
+        Some(&pg(400, false)),
+        true,
+        &v,
+        SyncMode::On,
+        u64::MAX
+    )
+    .is_err());
     // While the set changes hands both are in it: the one with more WAL wins.
     v.state.sync = vec!["n2".into(), "n3".into()];
     assert!(candidacy("n3", Some(&pg(400, false)), true, &v, SyncMode::Strict, 0).is_err());
@@ -100,27 +120,69 @@ fn synchronous_mode_promotes_only_the_synchronous_set_with_the_most_wal() {
 #[test]
 fn asynchronous_mode_bounds_the_lag_and_prefers_the_most_wal() {
     let v = view(
-        &[("n1", pg(10 << 20, true)), ("n2", pg(10 << 20, false)), ("n3", pg(9 << 20, false))],
+        &[
+            ("n1", pg(10 << 20, true)),
+            ("n2", pg(10 << 20, false)),
+            ("n3", pg(9 << 20, false)),
+        ],
         None,
         &["n2", "n3"],
     );
-    let e = candidacy("n3", Some(&pg(9 << 20, false)), true, &v, SyncMode::Off, 512 << 10);
+    let e = candidacy(
+        "n3",
+        Some(&pg(9 << 20, false)),
+        true,
+        &v,
+        SyncMode::Off,
+        512 << 10,
+    );
     assert!(e.is_err_and(|e| e.contains("behind")));
-    let e = candidacy("n3", Some(&pg(9 << 20, false)), true, &v, SyncMode::Off, 2 << 20);
+    let e = candidacy(
+        "n3",
+        Some(&pg(9 << 20, false)),
+        true,
+        &v,
+        SyncMode::Off,
+        2 << 20,
+    );
     assert!(e.is_err_and(|e| e.contains("n2 has more WAL")));
     assert!(candidacy("n2", Some(&pg(10 << 20, false)), true, &v, SyncMode::Off, 0).is_ok());
     // A replica that is not alive does not hold the others back.
     let v2 = view(
-        &[("n1", pg(10 << 20, true)), ("n2", pg(10 << 20, false)), ("n3", pg(9 << 20, false))],
+        &[
+            ("n1", pg(10 << 20, true)),
+            ("n2", pg(10 << 20, false)),
+            ("n3", pg(9 << 20, false)),
+        ],
         None,
         &["n3"],
     );
-    assert!(candidacy("n3", Some(&pg(9 << 20, false)), true, &v2, SyncMode::Off, 2 << 20).is_ok());
+    assert!(candidacy(
+        "n3",
+        Some(&pg(9 << 20, false)),
+        true,
+        &v2,
+        SyncMode::Off,
+        2 << 20
+    )
+    .is_ok());
     // While a live primary holds the lease the comparison between replicas is not made.
     let v3 = view(
-        &[("n1", pg(10 << 20, true)), ("n2", pg(10 << 20, false)), ("n3", pg(9 << 20, false))],
+        &[
+            ("n1", pg(10 << 20, true)),
+            ("n2", pg(10 << 20, false)),
+            ("n3", pg(9 << 20, false)),
+        ],
         Some("n1"),
         &["n1", "n2", "n3"],
     );
-    assert!(candidacy("n3", Some(&pg(9 << 20, false)), true, &v3, SyncMode::Off, 2 << 20).is_ok());
+    assert!(candidacy(
+        "n3",
+        Some(&pg(9 << 20, false)),
+        true,
+        &v3,
+        SyncMode::Off,
+        2 << 20
+    )
+    .is_ok());
 }

@@ -225,7 +225,9 @@ mod tests {
         assert_eq!(Feed::parse("P 1234"), Some(Feed::Watch(1234)));
         assert_eq!(Feed::parse("D 99"), Some(Feed::Deadline(99)));
         assert_eq!(Feed::parse("N"), Some(Feed::NoDeadline));
-        for bad in ["", "P", "P 1", "P -5", "P x", "D", "D -1", "N 3", "X 1", "D 1 2"] {
+        for bad in [
+            "", "P", "P 1", "P -5", "P x", "D", "D -1", "N 3", "X 1", "D 1 2",
+        ] {
             assert_eq!(Feed::parse(bad), None, "{bad:?}");
         }
         for f in [Feed::Watch(77), Feed::Deadline(5), Feed::NoDeadline] {

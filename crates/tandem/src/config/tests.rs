@@ -140,3 +140,90 @@ fn cluster_sections_are_validated() {
     assert!(e.contains("notify[0].url"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn postgres_services_are_validated() {
+    let dir = tempfile_dir("pg");
+    let secret = dir.join("secret");
+    let _ = std::fs::write(&secret, "0123456789abcdef-secret");
+    let cluster = CLUSTER.replace("/nonexistent/secret", &secret.display().to_string());
+    let bin = "/usr/lib/postgresql/15/bin";
+    let pg = |extra: &str| {
+        format!(
+            "{cluster}\n[service]\nkind = \"postgres\"\nbin_dir = \"{bin}\"\ndata_dir = \"{}/pg\"\nlisten = \"127.0.0.1:5432\"\n{extra}",
+            dir.display()
+        )
+    };
+    if std::path::Path::new(bin).join("postgres").exists() {
+        let c = parse(&pg(
+            "synchronous = \"strict\"\nmaximum_lag_on_failover = \"16MB\"",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let s = c.service.unwrap_or_else(|| panic!("no service"));
+        let settings = s
+            .postgres(
+                c.node.as_ref().unwrap_or_else(|| panic!("no node")),
+                c.cluster.as_ref().unwrap_or_else(|| panic!("no cluster")),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(settings.maximum_lag_on_failover, 16 << 20);
+        assert_eq!(settings.os_user, "postgres");
+    }
+    // A wrong bin_dir names what is missing.
+    let e = error_of(&pg("").replace(bin, "/nonexistent/bin"));
+    assert!(
+        e.contains("service.bin_dir") && e.contains("has no postgres"),
+        "{e}"
+    );
+    // Settings tandem owns, sizes, users, hooks.
+    let e = error_of(&pg("parameters = { port = \"5433\" }"));
+    assert!(
+        e.contains("service.parameters.port") && e.contains("tandem sets this"),
+        "{e}"
+    );
+    let e = error_of(&pg("maximum_lag_on_failover = \"1 lightyear\""));
+    assert!(e.contains("service.maximum_lag_on_failover"), "{e}");
+    let e = error_of(&pg("os_user = \"root\""));
+    assert!(e.contains("refuses to run as root"), "{e}");
+    let e = error_of(&pg("os_user = \"no_such_user_here\""));
+    assert!(
+        e.contains("service.os_user") && e.contains("no OS user"),
+        "{e}"
+    );
+    let e = error_of(&pg("promote = \"true\""));
+    assert!(
+        e.contains("service.promote") && e.contains("not used with kind"),
+        "{e}"
+    );
+    let e = error_of(&pg("synchronous = \"maybe\""));
+    assert!(e.contains("synchronous"), "{e}");
+    let e = error_of(&pg("").replace("listen = \"127.0.0.1:5432\"", "listen = \"5432\""));
+    assert!(e.contains("service.listen"), "{e}");
+    // A data dir owned by someone else (root made it) is refused before anything starts.
+    let owned = dir.join("owned");
+    let _ = std::fs::create_dir_all(&owned);
+    if std::fs::metadata(&owned).is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0) {
+        let e = error_of(&pg("").replace(
+            &format!("{}/pg", dir.display()),
+            &owned.display().to_string(),
+        ));
+        assert!(
+            e.contains("service.data_dir") && e.contains("owned by uid 0"),
+            "{e}"
+        );
+    }
+    // PostgreSQL keys on a command service.
+    let e = error_of(&format!(
+        "{cluster}\n[service]\nkind = \"command\"\nbin_dir = \"/x\"\n"
+    ));
+    assert!(
+        e.contains("service.bin_dir") && e.contains("only used with kind"),
+        "{e}"
+    );
+}
+
+fn tempfile_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tandem-cfg-{tag}-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
