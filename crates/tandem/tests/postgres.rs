@@ -457,6 +457,45 @@ fn postgres_bootstraps_replicates_and_switches_over_without_losing_writes() {
     assert_eq!(lab.wait_primary(&[0, 1, 2]), target);
     let np = check_no_lost_writes(&lab, api, multi);
     assert_eq!(np, target);
+    // A tandem proxy with a TCP frontend whose servers are checked with GET /primary (as in
+    // examples/postgres/lb-postgres.toml) sends clients to the new primary.
+    let servers: String = (0..3)
+        .map(|i| {
+            format!(
+                "[[backend.server]]\nname = \"n{}\"\naddress = \"127.0.0.1:{}\"\ncheck_address = \"{}\"\n",
+                i + 1,
+                lab.ports[i],
+                lab.c.nodes[i].admin()
+            )
+        })
+        .collect();
+    let lb = tandem_testkit::tandem::Node::start(
+        bin(),
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[frontend]]\nname = \"rw\"\nlisten = \"127.0.0.1:0\"\nmode = \"tcp\"\nbackend = \"primary\"\n[[backend]]\nname = \"primary\"\n[backend.health]\ncheck = \"http\"\npath = \"/primary\"\nexpect = \"200\"\ninterval = \"100ms\"\nrise = 1\nfall = 1\n{servers}"
+        ),
+        &["rw"],
+        None,
+    );
+    let via = lb.frontend("rw").port();
+    let ok = wait_until(LONG, || {
+        rt().block_on(async {
+            match connect(via).await {
+                Some(c) => c
+                    .query_one(
+                        "SELECT NOT pg_is_in_recovery(), current_setting('port')",
+                        &[],
+                    )
+                    .await
+                    .is_ok_and(|r| {
+                        r.get::<_, bool>(0)
+                            && r.get::<_, String>(1) == lab.ports[target].to_string()
+                    }),
+                None => false,
+            }
+        })
+    });
+    assert!(ok, "the proxy did not lead to the new primary");
     // The old primary follows the new one.
     lab.wait_replicas(target);
     writable.assert_never_two();
