@@ -53,6 +53,9 @@ pub struct ClusterStatus {
     pub lease_version: u64,
     pub paused: bool,
     pub switchover: Option<String>,
+    /// (PostgreSQL) the synchronous set: the members that may be promoted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sync: Vec<String>,
     pub members: Vec<MemberStatus>,
 }
 
@@ -67,6 +70,9 @@ pub struct MemberStatus {
     pub priority: u32,
     pub nofailover: bool,
     pub api: String,
+    /// What the member last reported about its PostgreSQL (`kind = "postgres"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<crate::state::PgMember>,
 }
 
 /// State shared with the API: written by the agent task only.
@@ -687,6 +693,7 @@ impl<D: Dcs> Agent<D> {
                     priority: m.info.priority,
                     nofailover: m.info.nofailover,
                     api: m.info.api.clone(),
+                    postgres: m.info.pg.clone(),
                 }
             })
             .collect();
@@ -703,6 +710,7 @@ impl<D: Dcs> Agent<D> {
             lease_version: view.version,
             paused: view.paused,
             switchover: view.switchover.clone(),
+            sync: view.sync.clone(),
             members,
         };
         if self.pg.is_some() {

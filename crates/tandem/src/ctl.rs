@@ -207,6 +207,74 @@ fn status_tables(v: &serde_json::Value) -> String {
                 s(&m["api"])
             );
         }
+        let pg_members: Vec<&serde_json::Value> = c["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["postgres"].is_object())
+            .collect();
+        if !pg_members.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "{:<12} {:<9} {:<8} {:>4} {:>14}  {:<9}  SYNC",
+                "POSTGRES", "ROLE", "RUNNING", "TL", "WAL", "STREAMING"
+            );
+            let sync: Vec<&str> = c["sync"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str())
+                .collect();
+            for m in pg_members {
+                let p = &m["postgres"];
+                let lsn = p["lsn"].as_u64().unwrap_or(0);
+                let name = s(&m["name"]);
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:<9} {:<8} {:>4} {:>14}  {:<9}  {}",
+                    name,
+                    if p["primary"] == true {
+                        "primary"
+                    } else {
+                        "replica"
+                    },
+                    yes(&p["running"]),
+                    s(&p["timeline"]),
+                    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff),
+                    yes(&p["streaming"]),
+                    if sync.contains(&name.as_str()) {
+                        "yes"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        let pg = &v["postgres"];
+        if pg.is_object() {
+            let _ = writeln!(out, "this node's PostgreSQL: {}", s(&pg["state"]));
+            if !pg["error"].is_null() {
+                let _ = writeln!(out, "  last error: {}", s(&pg["error"]));
+            }
+            if !pg["not_candidate"].is_null() {
+                let _ = writeln!(
+                    out,
+                    "  not a failover candidate: {}",
+                    s(&pg["not_candidate"])
+                );
+            }
+            for r in pg["replicas"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "  replica {:<10} {:<10} {:<6} lag {} bytes",
+                    s(&r["name"]),
+                    s(&r["state"]),
+                    s(&r["sync_state"]),
+                    s(&r["lag_bytes"])
+                );
+            }
+        }
         out.push('\n');
     }
     for b in v["proxy"]["backends"].as_array().into_iter().flatten() {

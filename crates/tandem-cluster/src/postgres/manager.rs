@@ -570,10 +570,11 @@ impl Manager {
         // A fresh clone (backup_label present) starts from the primary's own checkpoint.
         let fresh_clone = self.pg.s.data_dir.join("backup_label").exists();
         if let Some((name, addr)) = &upstream {
-            if (ctrl.was_primary() || self.need_rewind) && !fresh_clone {
-                if !self.rejoin(name, addr).await {
-                    return;
-                }
+            if (ctrl.was_primary() || self.need_rewind)
+                && !fresh_clone
+                && !self.rejoin(name, addr).await
+            {
+                return;
             }
         }
         self.need_rewind = false;
@@ -1066,10 +1067,11 @@ impl Manager {
                         at
                     }
                 };
-                if sync_state == "sync" && lsn >= since {
-                    if self.set_sync(token, vec![t.clone()]).await.is_ok() {
-                        self.pending_sync = None;
-                    }
+                if sync_state == "sync"
+                    && lsn >= since
+                    && self.set_sync(token, vec![t.clone()]).await.is_ok()
+                {
+                    self.pending_sync = None;
                 }
             }
             return;
@@ -1160,7 +1162,7 @@ impl Manager {
             s.lag_bytes = (!obs.primary && obs.running)
                 .then(|| primary_lsn.map(|p| p.saturating_sub(obs.lsn)))
                 .flatten();
-            s.sync_standby = view.state.sync.iter().any(|n| *n == self.p.me);
+            s.sync_standby = view.state.sync.contains(&self.p.me);
             s.state = self.state.clone();
             s.error = self.error.clone();
             s.replicas = if s.primary {
