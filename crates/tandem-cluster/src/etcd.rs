@@ -48,6 +48,8 @@ struct RecordDoc {
     #[serde(default)]
     sync: Vec<String>,
     #[serde(default)]
+    sync_leader: Option<String>,
+    #[serde(default)]
     initialized: Option<String>,
 }
 
@@ -60,6 +62,7 @@ impl RecordDoc {
             paused: s.paused,
             switchover: s.switchover.clone(),
             sync: s.sync.clone(),
+            sync_leader: s.sync_leader.clone(),
             initialized: s.initialized.clone(),
         }
     }
@@ -164,6 +167,7 @@ impl EtcdDcs {
                 snap.state.paused = doc.paused;
                 snap.state.switchover = doc.switchover;
                 snap.state.sync = doc.sync;
+                snap.state.sync_leader = doc.sync_leader;
                 snap.state.initialized = doc.initialized;
                 snap.record_rev = Some(item.mod_revision());
             } else if let Some(name) = key.strip_prefix(&members_prefix) {
@@ -295,7 +299,7 @@ mod tests {
             String::from_utf8(encode(&RecordDoc::of(&s)).unwrap_or_default()).unwrap_or_default();
         assert_eq!(
             json,
-            r#"{"lease":{"holder":"n1","token":1},"version":1,"last_token":1,"paused":false,"switchover":null,"sync":[],"initialized":null}"#
+            r#"{"lease":{"holder":"n1","token":1},"version":1,"last_token":1,"paused":false,"switchover":null,"sync":[],"sync_leader":null,"initialized":null}"#
         );
     }
 }

@@ -76,6 +76,10 @@ pub struct ClusterState {
     /// them: only these may be promoted. Written by the lease holder only.
     #[serde(default)]
     pub sync: Vec<String>,
+    /// (PostgreSQL, synchronous mode) the primary that wrote `sync`: every commit it
+    /// acknowledged is also on it, so it stays a candidate too.
+    #[serde(default)]
+    pub sync_leader: Option<String>,
     /// (PostgreSQL) the system identifier of the database the cluster runs, once bootstrapped.
     #[serde(default)]
     pub initialized: Option<String>,
@@ -190,6 +194,7 @@ impl ClusterState {
                 let ok = self.held_by(node, *token);
                 if ok {
                     self.sync = sync.clone();
+                    self.sync_leader = Some(node.clone());
                 }
                 ok
             }

@@ -172,6 +172,7 @@ pub(crate) fn start(
         upstream_since: clock::now(),
         need_rewind: false,
         rewinds_in_row: 0,
+        recorded: false,
         sync_names: String::new(),
         pending_sync: None,
         watchdog: None,
@@ -204,6 +205,8 @@ struct Manager {
     upstream: Option<String>,
     upstream_since: Instant,
     need_rewind: bool,
+    /// The bootstrap recorded its database in the cluster record (never remove it then).
+    recorded: bool,
     /// Rewinds since this replica last streamed: a second one in a row clones instead.
     rewinds_in_row: u32,
     /// (primary) the synchronous_standby_names in force.
@@ -416,7 +419,10 @@ impl Manager {
         }
         self.fails += 1;
         let dead = !self.pm.as_ref().is_some_and(|p| p.running());
-        if dead || self.fails >= 3 {
+        // A live postmaster that does not answer (a slow machine) is given a few seconds.
+        let patience = (Duration::from_secs(3).max(self.p.ttl * 3).as_millis()
+            / self.tick.as_millis().max(1)) as u32;
+        if dead || self.fails >= patience.max(3) {
             let why = if dead {
                 format!("PostgreSQL exited: {}", self.pg.log_tail())
             } else {
@@ -508,6 +514,14 @@ impl Manager {
             && !obs.streaming
             && clock::now().duration_since(self.upstream_since) > stuck
         {
+            // Unreachable is not diverged: wait, and touch nothing.
+            let up = self.upstream.clone().unwrap_or_default();
+            if let Err(e) = reachable(&up).await {
+                self.state = format!("cannot reach the primary at {up}: {e}");
+                self.error = Some(self.state.clone());
+                self.update_eligibility(view, obs);
+                return;
+            }
             self.event(
                 "postgres_diverged",
                 "cannot stream from the primary: rewinding",
@@ -598,6 +612,12 @@ impl Manager {
     /// Make an old primary's data follow `name` again: pg_rewind, or a fresh clone when that
     /// is impossible. False when nothing can start this round.
     async fn rejoin(&mut self, name: &str, addr: &str) -> bool {
+        // Neither a rewind nor a clone can work without the primary: wait for it rather than
+        // set the data aside.
+        if let Err(e) = reachable(addr).await {
+            self.fail(format!("cannot reach the primary {name} at {addr}: {e}"));
+            return false;
+        }
         self.rewinds_in_row += 1;
         if self.pg.s.use_rewind && self.rewinds_in_row <= 1 {
             self.state = format!("rewinding to follow {name}");
@@ -844,11 +864,12 @@ impl Manager {
             self.event("postgres_initdb", "bootstrapping the cluster");
             self.pg.initdb().await?;
         }
+        self.recorded = false;
         let r = self.bootstrap_start(token).await;
         if r.is_err() {
             self.acting = None;
             self.stop_postgres("bootstrap failed").await;
-            if fresh {
+            if fresh && !self.recorded {
                 // Nobody ever wrote to it and the record does not name it: a later attempt
                 // (here or on another node) starts clean.
                 let _ = std::fs::remove_dir_all(&self.pg.s.data_dir);
@@ -902,6 +923,7 @@ impl Manager {
         if !out.ok {
             return Err("the cluster record names another database or another primary".into());
         }
+        self.recorded = true;
         if self.pg.s.synchronous != SyncMode::Off {
             self.set_sync(token, Vec::new()).await?;
         }
@@ -1177,6 +1199,15 @@ impl Manager {
         if let Ok(mut mm) = self.member.lock() {
             *mm = member;
         }
+    }
+}
+
+/// A TCP connection to `addr` opens within a second.
+async fn reachable(addr: &str) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("connection timed out".into()),
     }
 }
 

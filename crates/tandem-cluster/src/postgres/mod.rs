@@ -142,8 +142,8 @@ impl View {
 /// - Before the cluster is bootstrapped any node may take the lease (it runs initdb, or adopts
 ///   the database already in its data dir).
 /// - Afterwards only a running replica of that database; with `synchronous` on or strict only a
-///   member of the record's synchronous set, and never one with less WAL than another member
-///   of that set; with it off, only one within `maximum_lag_on_failover` of the last primary's
+///   member of the record's synchronous set or the primary that wrote it, and never one with
+///   less WAL than another of those; with it off, only one within `maximum_lag_on_failover` of the last primary's
 ///   position, and never one with less WAL than another live replica (when the primary is gone).
 pub fn candidacy(
     me: &str,
@@ -177,11 +177,21 @@ pub fn candidacy(
     };
     match mode {
         SyncMode::On | SyncMode::Strict => {
-            if !state.sync.iter().any(|s| s == me) {
+            // The synchronous set, and the primary that wrote it: between them they hold
+            // every acknowledged commit.
+            let allowed = |n: &str| {
+                state.sync.iter().any(|s| s == n) || state.sync_leader.as_deref() == Some(n)
+            };
+            if !allowed(me) {
                 return Err("not a synchronous standby".into());
             }
-            for (name, pg) in others().filter(|(n, _)| state.sync.iter().any(|s| s == n)) {
-                if pg.lsn > mine.lsn {
+            for (name, pg) in others().filter(|(n, _)| allowed(n)) {
+                // The set's members count with their last report, alive or not; the old
+                // primary only once it runs as a replica again (its last report as a primary
+                // includes WAL nobody acknowledged).
+                let in_set = state.sync.iter().any(|s| s == name);
+                let competing = in_set || (view.alive.contains(name) && pg.running && !pg.primary);
+                if competing && pg.lsn > mine.lsn {
                     return Err(format!("{name} (also synchronous) has more WAL"));
                 }
             }

@@ -112,9 +112,24 @@ fn synchronous_mode_promotes_only_the_synchronous_set_with_the_most_wal() {
     v.state.sync = vec!["n2".into(), "n3".into()];
     assert!(candidacy("n3", Some(&pg(400, false)), true, &v, SyncMode::Strict, 0).is_err());
     assert!(candidacy("n2", Some(&pg(500, false)), true, &v, SyncMode::Strict, 0).is_ok());
-    // An empty set (no standby was in sync): nobody.
+    // An empty set (no standby was in sync): nobody but the primary that emptied it.
     v.state.sync.clear();
     assert!(candidacy("n2", Some(&pg(500, false)), true, &v, SyncMode::On, 0).is_err());
+    v.state.sync_leader = Some("n1".into());
+    assert!(candidacy("n1", Some(&pg(500, false)), true, &v, SyncMode::On, 0).is_ok());
+    // The old primary's last report as a primary holds no one back...
+    v.state.sync = vec!["n2".into()];
+    if let Some(m) = v.state.members.get_mut("n1") {
+        m.info.pg = Some(pg(900, true));
+    }
+    assert!(candidacy("n2", Some(&pg(500, false)), true, &v, SyncMode::On, 0).is_ok());
+    // ...but back as a live replica it competes with the set on WAL.
+    if let Some(m) = v.state.members.get_mut("n1") {
+        m.info.pg = Some(pg(400, false));
+    }
+    v.alive.insert("n1".into());
+    assert!(candidacy("n1", Some(&pg(400, false)), true, &v, SyncMode::On, 0).is_err());
+    assert!(candidacy("n2", Some(&pg(500, false)), true, &v, SyncMode::On, 0).is_ok());
 }
 
 #[test]
