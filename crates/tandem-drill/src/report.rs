@@ -7,6 +7,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::workload::Request;
+use crate::writes::WriteReport;
 
 /// Latency percentiles of a window, in ms.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -78,6 +79,8 @@ pub struct RunReport {
     pub latency_before: Latency,
     pub latency_during: Latency,
     pub latency_after: Latency,
+    /// Sequenced writes read back after the run (workload kind "writes").
+    pub writes: Option<WriteReport>,
     pub objectives: Vec<Objective>,
     pub timeline: Timeline,
 }
@@ -119,6 +122,8 @@ pub struct Summary {
     pub failed: Option<Stat>,
     pub failover_ms: Option<Stat>,
     pub detection_ms: Option<Stat>,
+    /// Acknowledged writes lost, over the runs that read them back.
+    pub lost_writes: Option<Stat>,
     pub passed: bool,
 }
 
@@ -130,6 +135,13 @@ impl Summary {
             failed: Stat::of(runs.iter().map(|r| r.failed as f64).collect()),
             failover_ms: Stat::of(runs.iter().filter_map(|r| r.failover_ms).collect()),
             detection_ms: Stat::of(runs.iter().filter_map(|r| r.detection_ms).collect()),
+            lost_writes: Stat::of(
+                runs.iter()
+                    .filter_map(|r| r.writes.as_ref())
+                    .filter(|w| w.read_back_error.is_none())
+                    .map(|w| w.lost as f64)
+                    .collect(),
+            ),
             passed: runs.iter().all(RunReport::passed),
             runs,
         }
@@ -167,6 +179,14 @@ impl Summary {
             &self.detection_ms,
             "ms",
         );
+        if self.runs.iter().any(|r| r.writes.is_some()) {
+            let _ = row(
+                &mut out,
+                "lost writes (acknowledged)",
+                &self.lost_writes,
+                "  ",
+            );
+        }
         for (i, r) in self.runs.iter().enumerate() {
             let _ = writeln!(
                 out,
@@ -182,6 +202,33 @@ impl Summary {
                 r.latency_after.p99,
                 if r.split_brain.is_empty() { "no" } else { "YES" }
             );
+            if let Some(w) = &r.writes {
+                match &w.read_back_error {
+                    Some(e) => {
+                        let _ = writeln!(
+                            out,
+                            "  writes: {} acknowledged; read-back FAILED: {e}",
+                            w.acked
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "  writes: {} acknowledged, {} read back, {} lost{}; {} acknowledged by an old primary",
+                            w.acked,
+                            w.found,
+                            w.lost,
+                            w.rpo_ms
+                                .map(|ms| format!(" (over {ms:.0}ms, first {:?})", w.lost_seqs))
+                                .unwrap_or_default(),
+                            w.old_primary_acks
+                        );
+                    }
+                }
+                for e in &w.old_primary_examples {
+                    let _ = writeln!(out, "    {e}");
+                }
+            }
             for o in &r.objectives {
                 let _ = writeln!(
                     out,

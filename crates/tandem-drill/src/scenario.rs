@@ -30,17 +30,43 @@ pub struct Scenario {
     pub allow_targets: Vec<String>,
 }
 
-/// What clients use.
+/// What clients use: exactly one of `http` and `postgres`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// `http://IP:PORT/path`
-    pub http: String,
+    pub http: Option<String>,
+    /// A PostgreSQL connection string, URL (`postgres://user@host:port/db`) or key-value
+    /// (`host=a,b port=x,y user=u dbname=d target_session_attrs=read-write`); no TLS.
+    pub postgres: Option<String>,
+}
+
+/// The target, checked.
+#[derive(Clone, Debug)]
+pub enum TargetKind {
+    /// Address and path.
+    Http(String, String),
+    Postgres(Box<tokio_postgres::Config>),
+}
+
+/// What each request does.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestKind {
+    /// Idempotent reads: `GET` of the target URL, or `SELECT 1`.
+    #[default]
+    Reads,
+    /// Sequenced writes read back after the run: `POST PATH/writes/N`, or one `INSERT` per
+    /// transaction into the table `tandem_drill`.
+    Writes,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
+    /// Reads or sequenced writes.
+    #[serde(default)]
+    pub kind: RequestKind,
     /// Clients, each with one keep-alive connection.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
@@ -57,6 +83,7 @@ pub struct Workload {
 impl Default for Workload {
     fn default() -> Self {
         Self {
+            kind: RequestKind::Reads,
             concurrency: default_concurrency(),
             rate: default_rate(),
             duration: default_duration(),
@@ -109,6 +136,11 @@ pub struct Fault {
     pub via: Via,
     /// With `via = "api"`, the node's interface for link faults.
     pub interface: Option<String>,
+    /// Signal faults on a process that is not a tandem node (e.g. a postmaster): a file whose
+    /// first line is its pid, such as `postmaster.pid`.
+    pub pid_file: Option<String>,
+    /// disk-full: a tmpfs mount point to fill for `duration`.
+    pub path: Option<String>,
 }
 
 /// Where a fault is injected from.
@@ -135,6 +167,11 @@ pub enum FaultKind {
     LinkDown,
     /// Packet loss and/or delay on the node's link (tc netem) for `duration`.
     Netem,
+    /// The node's network namespace cut off from the other nodes' namespaces (prohibit
+    /// routes both ways) for `duration`; clients still reach it.
+    Partition,
+    /// A tmpfs at `path` filled up for `duration`.
+    DiskFull,
     /// No fault: a baseline run.
     None,
 }
@@ -155,6 +192,13 @@ pub struct Watch {
     /// touches network namespaces that exist on this host.
     #[serde(default)]
     pub links: BTreeMap<String, String>,
+    /// Name -> network namespace the node runs in, for partitions.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, String>,
+    /// Value of the `x-served-by` answer header -> node name, for writes acknowledged by an
+    /// old primary (a value that is itself a node name needs no entry).
+    #[serde(default)]
+    pub served_by: BTreeMap<String, String>,
 }
 
 /// What must hold for the drill to pass (exit status 1 otherwise).
@@ -165,6 +209,50 @@ pub struct Objectives {
     pub rto: Option<HumanDuration>,
     /// Most failed requests allowed.
     pub failed_requests: Option<u64>,
+    /// Most acknowledged writes allowed to be missing when read back.
+    pub lost_writes: Option<u64>,
+    /// `0`: no acknowledged write lost; a duration: no lost write was acknowledged longer than
+    /// this before the fault.
+    pub rpo: Option<Rpo>,
+    /// Most writes allowed to be acknowledged by a node after the lease had moved away from it.
+    pub old_primary_acks: Option<u64>,
+}
+
+/// A recovery point objective: `0` or a duration.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(into = "String")]
+pub struct Rpo(pub Duration);
+
+impl From<Rpo> for String {
+    fn from(r: Rpo) -> String {
+        if r.0.is_zero() {
+            "0".into()
+        } else {
+            HumanDuration(r.0).to_string()
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Rpo {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(0) => Ok(Rpo(Duration::ZERO)),
+            Raw::Int(n) => Err(serde::de::Error::custom(format!(
+                "rpo {n}: write 0 (no acknowledged write lost) or a duration such as \"500ms\""
+            ))),
+            Raw::Text(t) if t.trim() == "0" => Ok(Rpo(Duration::ZERO)),
+            Raw::Text(t) => t
+                .parse::<HumanDuration>()
+                .map(|h| Rpo(h.get()))
+                .map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 impl Scenario {
@@ -205,21 +293,40 @@ impl Scenario {
         Ok(s)
     }
 
-    /// Addresses of the target.
-    pub fn target_addr(&self) -> Result<(String, String), String> {
-        let (addr, path) = tandem_core::probe::parse_http_url(&self.target.http)
-            .map_err(|e| format!("target.http: {e}"))?;
-        Ok((addr.to_string(), path))
+    /// The target, checked: an HTTP address and path, or a PostgreSQL configuration.
+    pub fn target(&self) -> Result<TargetKind, String> {
+        match (&self.target.http, &self.target.postgres) {
+            (Some(url), None) => {
+                let (addr, path) = tandem_core::probe::parse_http_url(url)
+                    .map_err(|e| format!("target.http: {e}"))?;
+                Ok(TargetKind::Http(addr.to_string(), path))
+            }
+            (None, Some(dsn)) => crate::pg::parse(dsn).map(|c| TargetKind::Postgres(Box::new(c))),
+            _ => Err("[target] needs exactly one of http and postgres".into()),
+        }
     }
 
     fn check(&self) -> Result<(), String> {
-        let (target, _) = self.target_addr()?;
-        self.allowed(&target, "target.http")?;
+        match self.target()? {
+            TargetKind::Http(addr, _) => self.allowed(&addr, "target.http")?,
+            TargetKind::Postgres(cfg) => {
+                for addr in crate::pg::addresses(&cfg)? {
+                    self.allowed(&addr, "target.postgres")?;
+                }
+            }
+        }
         for (name, addr) in &self.watch.nodes {
             self.allowed(addr, &format!("watch.nodes.{name}"))?;
         }
         for addr in &self.watch.observers {
             self.allowed(addr, "watch.observers")?;
+        }
+        for (value, node) in &self.watch.served_by {
+            if !self.watch.nodes.contains_key(node) {
+                return Err(format!(
+                    "watch.served_by.{value}: {node:?} is not in [watch] nodes"
+                ));
+            }
         }
         let w = &self.workload;
         if w.concurrency == 0 || w.concurrency > 1000 {
@@ -236,18 +343,52 @@ impl Scenario {
             if f.at.get() >= w.duration.get() {
                 return Err("fault.at must fall inside workload.duration".into());
             }
-            if f.node != "primary" && !self.watch.nodes.contains_key(&f.node) {
-                return Err(format!("fault.node {:?} is not in [watch] nodes", f.node));
+            let standalone = f.pid_file.is_some() || f.kind == FaultKind::DiskFull;
+            if !standalone {
+                if f.node != "primary" && !self.watch.nodes.contains_key(&f.node) {
+                    return Err(format!("fault.node {:?} is not in [watch] nodes", f.node));
+                }
+                if self.watch.nodes.is_empty() {
+                    return Err("a fault needs [watch] nodes to find its target".into());
+                }
             }
-            if self.watch.nodes.is_empty() {
-                return Err("a fault needs [watch] nodes to find its target".into());
+        }
+        if f.pid_file.is_some() {
+            if !matches!(
+                f.kind,
+                FaultKind::Sigkill | FaultKind::Sigstop | FaultKind::Graceful
+            ) {
+                return Err("fault.pid_file goes with sigkill, sigstop or graceful".into());
             }
+            if f.via == Via::Api {
+                return Err(
+                    "fault.pid_file names a process of this host: not with via = \"api\"".into(),
+                );
+            }
+        }
+        if f.kind == FaultKind::DiskFull {
+            if f.via == Via::Api {
+                return Err("disk-full is injected on this host: not with via = \"api\"".into());
+            }
+            if f.path.is_none() || f.duration.is_none() {
+                return Err(
+                    "disk-full needs fault.path (a tmpfs mount point) and fault.duration".into(),
+                );
+            }
+        } else if f.path.is_some() {
+            return Err("fault.path goes with disk-full".into());
+        }
+        if f.kind == FaultKind::Partition && f.via == Via::Local {
+            self.check_hosts()?;
         }
         if f.via == Via::Api {
             if !matches!(
                 f.kind,
                 FaultKind::Sigkill | FaultKind::Sigstop | FaultKind::LinkDown | FaultKind::Netem
             ) {
+                if f.kind == FaultKind::Partition {
+                    return Err("a partition is made between namespaces of this host: not with via = \"api\"".into());
+                }
                 return Err("via = \"api\" takes sigkill, sigstop, link-down or netem".into());
             }
             if self.watch.token_file.is_none() {
@@ -258,6 +399,14 @@ impl Scenario {
             }
         } else if matches!(f.kind, FaultKind::LinkDown | FaultKind::Netem) {
             self.check_links()?;
+        }
+        let writes = self.workload.kind == RequestKind::Writes;
+        let o = &self.objectives;
+        if !writes && (o.lost_writes.is_some() || o.rpo.is_some() || o.old_primary_acks.is_some()) {
+            return Err(
+                "objectives lost_writes, rpo and old_primary_acks need workload.kind = \"writes\""
+                    .into(),
+            );
         }
         if f.kind == FaultKind::Netem && f.loss.is_none() && f.delay.is_none() {
             return Err("a netem fault needs loss and/or delay".into());
@@ -309,9 +458,7 @@ impl Scenario {
             let (ns, iface) = link
                 .split_once(':')
                 .ok_or_else(|| format!("watch.links.{n}: {link:?} is not NETNS:INTERFACE"))?;
-            let ns_ok =
-                !ns.is_empty() && !ns.contains('/') && Path::new("/run/netns").join(ns).exists();
-            if !ns_ok {
+            if !netns_exists(ns) {
                 return Err(format!(
                     "watch.links.{n}: network namespace {ns:?} does not exist"
                 ));
@@ -333,6 +480,27 @@ impl Scenario {
         Ok(())
     }
 
+    /// A partition needs every node's namespace, existing, and a duration.
+    fn check_hosts(&self) -> Result<(), String> {
+        for n in self.watch.nodes.keys() {
+            let ns = self.watch.hosts.get(n).ok_or_else(|| {
+                format!("a partition needs watch.hosts for every node; {n} has none")
+            })?;
+            if !netns_exists(ns) {
+                return Err(format!(
+                    "watch.hosts.{n}: network namespace {ns:?} does not exist"
+                ));
+            }
+        }
+        if self.watch.nodes.len() < 2 {
+            return Err("a partition needs at least two [watch] nodes".into());
+        }
+        if self.fault.duration.is_none() {
+            return Err("fault.duration is needed for a partition".into());
+        }
+        Ok(())
+    }
+
     /// Loopback always; anything else only inside `allow_targets`.
     fn allowed(&self, addr: &str, key: &str) -> Result<(), String> {
         let a: SocketAddr = addr
@@ -348,6 +516,15 @@ impl Scenario {
         }
         Err(format!("{key}: {a} is outside loopback and allow_targets"))
     }
+}
+
+/// A named network namespace of this host (`ip netns add`).
+pub fn netns_exists(ns: &str) -> bool {
+    !ns.is_empty()
+        && !ns.contains('/')
+        && ns != "."
+        && ns != ".."
+        && Path::new("/run/netns").join(ns).exists()
 }
 
 fn in_cidr(ip: IpAddr, cidr: &str) -> Result<bool, String> {
