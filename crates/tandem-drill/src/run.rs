@@ -191,7 +191,8 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
     let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
     let written = if s.workload.kind == RequestKind::Writes {
         let holders = holders(&samples, start);
-        let seen = read_back(&target_kind, output.seq_from, output.seq_to).await;
+        let wait = s.workload.read_back_timeout.get();
+        let seen = read_back(&target_kind, output.seq_from, output.seq_to, wait).await;
         Some(writes::analyse(
             &output.acks,
             seen.as_deref().map_err(Clone::clone),
@@ -249,10 +250,9 @@ async fn prepare_target(t: &TargetKind, kind: RequestKind) -> Result<(), DrillEr
     }
 }
 
-/// The sequence numbers in `[from, to)` the target holds, retrying for up to 15 s (the target
-/// may still be failing over).
-async fn read_back(t: &TargetKind, from: u64, to: u64) -> Result<Vec<u64>, String> {
-    let wait = Duration::from_secs(15);
+/// The sequence numbers in `[from, to)` the target holds, retrying for up to `wait` (the
+/// target may still be failing over).
+async fn read_back(t: &TargetKind, from: u64, to: u64, wait: Duration) -> Result<Vec<u64>, String> {
     match t {
         TargetKind::Postgres(cfg) => crate::pg::read_back(cfg, from, to, wait).await,
         TargetKind::Http(addr, path) => {

@@ -78,6 +78,9 @@ pub struct Workload {
     /// A request slower than this counts as failed.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// Writes: how long to keep trying to read them back after the run.
+    #[serde(default = "default_read_back")]
+    pub read_back_timeout: HumanDuration,
 }
 
 impl Default for Workload {
@@ -88,6 +91,7 @@ impl Default for Workload {
             rate: default_rate(),
             duration: default_duration(),
             timeout: default_timeout(),
+            read_back_timeout: default_read_back(),
         }
     }
 }
@@ -103,6 +107,9 @@ fn default_duration() -> HumanDuration {
 }
 fn default_timeout() -> HumanDuration {
     HumanDuration::from_secs(5)
+}
+fn default_read_back() -> HumanDuration {
+    HumanDuration::from_secs(15)
 }
 fn default_at() -> HumanDuration {
     HumanDuration::from_secs(3)
@@ -334,6 +341,9 @@ impl Scenario {
         }
         if w.rate == 0 || w.rate > 100_000 {
             return Err("workload.rate must be between 1 and 100000 requests/s".into());
+        }
+        if w.read_back_timeout.get() > Duration::from_secs(600) {
+            return Err("workload.read_back_timeout must be at most 10m".into());
         }
         if w.duration.get() > Duration::from_secs(3600) || w.duration.get().is_zero() {
             return Err("workload.duration must be between 1ms and 1h".into());
