@@ -98,3 +98,140 @@ fn a_pid_file_that_names_no_process_is_refused_before_anything_runs() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("process 999999999 does not exist"), "{out}");
 }
+
+/// Active-active behind the load balancer, one backend SIGKILLed under load: without retries
+/// clients see the failures and the drill fails; with retries none does and it passes.
+#[test]
+fn a_killed_backend_fails_the_drill_without_retries_and_passes_with_them() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for retries in [0, 2] {
+        let a = DemoBackend::start(bin(), "web-a");
+        let b = DemoBackend::start(bin(), "web-b");
+        let cfg = lb_config(&[("a", a.addr, false), ("b", b.addr, false)], "")
+            .replace("retries = 2", &format!("retries = {retries}"));
+        let lb = start_node(&cfg);
+        lb.wait_server("app", "a", "up", std::time::Duration::from_secs(10));
+        lb.wait_server("app", "b", "up", std::time::Duration::from_secs(10));
+        let pid_file = dir.path().join(format!("web-a-{retries}.pid"));
+        std::fs::write(&pid_file, format!("{}\n", a.proc.pid())).unwrap_or_else(|e| panic!("{e}"));
+        let s = format!(
+            "name = \"kill-backend\"\n[target]\nhttp = \"http://{}/\"\n\
+             [workload]\nconcurrency = 8\nrate = 400\nduration = \"3s\"\n\
+             [fault]\nkind = \"sigkill\"\nat = \"1s\"\npid_file = \"{}\"\n\
+             [watch]\nobservers = [\"{}\"]\n[objectives]\nfailed_requests = 0\n",
+            lb.frontend("web"),
+            pid_file.display(),
+            lb.admin()
+        );
+        let (code, out, report) = drill(&write_scenario(dir.path(), &format!("r{retries}"), &s));
+        let run = &report["runs"][0];
+        if retries == 0 {
+            assert_eq!(code, Some(1), "{out}");
+            assert!(run["failed"].as_u64().unwrap_or(0) > 0, "{run}");
+        } else {
+            assert_eq!(code, Some(0), "{out}");
+            assert_eq!(run["failed"].as_u64(), Some(0), "{run}");
+        }
+        // The load balancer noticed: a server_down event after the fault.
+        assert!(run["detection_ms"].as_f64().is_some(), "{run}");
+        drop(b);
+    }
+}
+
+/// Active-passive: three cluster nodes each managing a demo service that stores writes, a load
+/// balancer whose servers follow the lease, the primary's agent hung past its lease. Without
+/// replication the new primary's service lacks the earlier writes: lost writes, exit 1. With
+/// synchronous replication nothing is lost, and the time without service is what the settings
+/// predict: the lease ttl plus one health check interval of the load balancer.
+#[test]
+fn an_unreplicated_service_loses_writes_in_a_failover_and_a_replicated_one_does_not() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    const CHECK_MS: u64 = 100;
+    for replicated in [false, true] {
+        let ports: Vec<u16> = (0..3).map(|_| tandem_testkit::free_port()).collect();
+        let svcs: Vec<DemoBackend> = (0..3)
+            .map(|i| {
+                let peers: Vec<String> = (0..3)
+                    .filter(|&j| j != i)
+                    .map(|j| format!("127.0.0.1:{}", ports[j]))
+                    .collect();
+                let args = if replicated {
+                    vec!["--replicate-to".to_string(), peers.join(",")]
+                } else {
+                    Vec::new()
+                };
+                let listen = format!("127.0.0.1:{}", ports[i]);
+                DemoBackend::start_with(bin(), &format!("svc{}", i + 1), &listen, &args)
+            })
+            .collect();
+        let c = cluster(3, |i| {
+            format!(
+                "[service]\nkind = \"command\"\npromote = \"true\"\ndemote = \"true\"\n\
+                 [service.health]\ncheck = \"http\"\nurl = \"http://{}/healthz\"\ninterval = \"200ms\"\ntimeout = \"300ms\"\n",
+                svcs[i].addr
+            )
+        });
+        c.wait_primary(&[0, 1, 2]);
+        c.wait_formed();
+        let servers: String = (0..3)
+            .map(|i| {
+                format!(
+                    "[[backend.server]]\nname = \"svc{}\"\naddress = \"{}\"\ncheck_address = \"{}\"\n",
+                    i + 1,
+                    svcs[i].addr,
+                    c.nodes[i].admin()
+                )
+            })
+            .collect();
+        let lb = Node::start(
+            bin(),
+            &format!(
+                "[admin]\nlisten = \"127.0.0.1:0\"\n[[frontend]]\nname = \"app\"\nlisten = \"127.0.0.1:0\"\nbackend = \"app\"\naccess_log = false\n\
+                 [[backend]]\nname = \"app\"\nretries = 2\n[backend.health]\ncheck = \"http\"\npath = \"/primary\"\n\
+                 interval = \"{CHECK_MS}ms\"\ntimeout = \"200ms\"\nfall = 1\nrise = 1\n{servers}"
+            ),
+            &["app"],
+            None,
+        );
+        assert!(wait_until(std::time::Duration::from_secs(10), || {
+            tandem_testkit::http::get(lb.frontend("app"), "/").is_ok_and(|r| r.status == 200)
+        }));
+        let nodes = (0..3)
+            .map(|i| format!("n{} = \"{}\"", i + 1, c.nodes[i].admin()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let s = format!(
+            "name = \"hang-primary\"\n[target]\nhttp = \"http://{}/\"\n\
+             [workload]\nkind = \"writes\"\nconcurrency = 4\nrate = 200\nduration = \"5s\"\ntimeout = \"1s\"\n\
+             [fault]\nkind = \"sigstop\"\nat = \"1500ms\"\nduration = \"2s\"\n\
+             [watch]\nnodes = {{ {nodes} }}\nobservers = [\"{}\"]\nserved_by = {{ svc1 = \"n1\", svc2 = \"n2\", svc3 = \"n3\" }}\n\
+             [objectives]\nrpo = 0\nold_primary_acks = 0\n",
+            lb.frontend("app"),
+            lb.admin()
+        );
+        let name = if replicated { "replicated" } else { "single" };
+        let (code, out, report) = drill(&write_scenario(dir.path(), name, &s));
+        let run = &report["runs"][0];
+        let w = &run["writes"];
+        assert!(run["failover_ms"].as_f64().is_some(), "no failover: {out}");
+        assert!(w["acked"].as_u64().unwrap_or(0) > 200, "{w}");
+        assert_eq!(w["old_primary_acks"].as_u64(), Some(0), "{out}");
+        if !replicated {
+            assert_eq!(code, Some(1), "{out}");
+            assert!(w["lost"].as_u64().unwrap_or(0) > 100, "{out}");
+            assert!(
+                out.contains("objective rpo") && out.contains("MISSED"),
+                "{out}"
+            );
+        } else {
+            assert_eq!(code, Some(0), "{out}");
+            assert_eq!(w["lost"].as_u64(), Some(0), "{out}");
+            let predicted = (TTL_MS + CHECK_MS) as f64;
+            let rto = run["rto_ms"].as_f64().unwrap_or(0.0);
+            assert!(
+                (0.5 * predicted..2.5 * predicted).contains(&rto),
+                "rto {rto} ms, predicted {predicted} ms: {out}"
+            );
+        }
+    }
+}
