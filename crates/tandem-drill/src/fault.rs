@@ -230,6 +230,36 @@ fn fill(dir: &Path, limit: u64) -> Result<PathBuf, String> {
     Ok(file)
 }
 
+/// Drop `loss` ("30%") of the packets leaving `iface` in `ns`, as netem's loss does, with an
+/// nftables table of its own (`nft`, Debian package nftables); returns the table's name.
+fn nft_loss(ns: &str, iface: &str, loss: &str) -> Result<String, String> {
+    let pct: f64 = loss
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("loss {loss:?} is not a percentage"))?;
+    let per_10k = (pct * 100.0).round().clamp(0.0, 10_000.0) as u32;
+    let rule = if per_10k >= 10_000 {
+        "drop".to_string()
+    } else {
+        format!("numgen random mod 10000 < {per_10k} drop")
+    };
+    let table = format!("tandem_drill_{}", std::process::id());
+    let script = format!(
+        "table netdev {table} {{\n  chain loss {{\n    type filter hook egress device \"{iface}\" priority 0;\n    {rule}\n  }}\n}}\n"
+    );
+    let file = std::env::temp_dir().join(format!("{table}.nft"));
+    std::fs::write(&file, script).map_err(|e| format!("{}: {e}", file.display()))?;
+    let file_arg = file.display().to_string();
+    let r = run("ip", &["netns", "exec", ns, "nft", "-f", &file_arg]);
+    let _ = std::fs::remove_file(&file);
+    match r {
+        Err(e) if e.contains("exec of") => {
+            Err(format!("{e} (nft is in the Debian package nftables)"))
+        }
+        r => r.map(|()| table),
+    }
+}
+
 /// The IPv4 addresses of a namespace's interfaces (global scope).
 fn netns_addrs(ns: &str) -> Result<Vec<String>, String> {
     let out = std::process::Command::new("ip")
@@ -340,10 +370,12 @@ pub struct Undo {
     pub switchover: Option<tokio::task::JoinHandle<Result<(), String>>>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum LinkUndo {
     Up,
     DeleteQdisc,
+    /// An nftables table dropping packets (kernels without netem).
+    DeleteTable(String),
 }
 
 impl Undo {
@@ -357,6 +389,12 @@ impl Undo {
                 LinkUndo::DeleteQdisc => {
                     run("tc", &["-n", &ns, "qdisc", "del", "dev", &iface, "root"])
                 }
+                LinkUndo::DeleteTable(table) => run(
+                    "ip",
+                    &[
+                        "netns", "exec", &ns, "nft", "delete", "table", "netdev", &table,
+                    ],
+                ),
             };
             if let Err(e) = r {
                 tracing::error!(error = %e, "undoing a link fault failed");
@@ -469,8 +507,23 @@ pub async fn inject(
                 args.extend(["loss".to_string(), l.clone()]);
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            run("tc", &args)?;
-            undo.link = Some((ns, iface, LinkUndo::DeleteQdisc));
+            match run("tc", &args) {
+                Ok(()) => undo.link = Some((ns, iface, LinkUndo::DeleteQdisc)),
+                // A kernel built without netem: loss alone can still be made with nftables.
+                Err(e) if e.contains("qdisc kind is unknown") => {
+                    let loss = match (&fault.loss, fault.delay) {
+                        (Some(l), None) => l,
+                        _ => {
+                            return Err(format!(
+                                "{e} (this kernel has no netem: delay cannot be added; loss alone is made with nftables)"
+                            ))
+                        }
+                    };
+                    let table = nft_loss(&ns, &iface, loss)?;
+                    undo.link = Some((ns, iface, LinkUndo::DeleteTable(table)));
+                }
+                Err(e) => return Err(e),
+            }
         }
         (FaultKind::Partition, _) => {
             let mine = watch

@@ -235,3 +235,81 @@ fn an_unreplicated_service_loses_writes_in_a_failover_and_a_replicated_one_does_
         }
     }
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a tmpfs failed (needs root)");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// The service's disk fills up for 2 s: writes fail (HTTP 507) and none that was acknowledged
+/// is lost; afterwards the file filling the disk is gone and writes succeed again. A path that
+/// is not a tmpfs is refused.
+#[test]
+fn a_full_disk_fails_writes_without_losing_acknowledged_ones_and_is_undone() {
+    let disk = Tmpfs::mount("1m");
+    let store = disk.0.path().join("writes");
+    let svc = DemoBackend::start_with(
+        bin(),
+        "svc",
+        "127.0.0.1:0",
+        &["--store".to_string(), store.display().to_string()],
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let scenario = |path: &Path| {
+        format!(
+            "name = \"disk-full\"\n[target]\nhttp = \"http://{}/\"\n\
+             [workload]\nkind = \"writes\"\nconcurrency = 4\nrate = 400\nduration = \"4s\"\n\
+             [fault]\nkind = \"disk-full\"\nat = \"1s\"\nduration = \"2s\"\npath = \"{}\"\n\
+             [objectives]\nrpo = 0\n",
+            svc.addr,
+            path.display()
+        )
+    };
+    let (code, out, report) = drill(&write_scenario(
+        dir.path(),
+        "full",
+        &scenario(disk.0.path()),
+    ));
+    assert_eq!(code, Some(0), "{out}");
+    let run = &report["runs"][0];
+    assert!(
+        run["failures"]["HTTP 507"].as_u64().unwrap_or(0) > 100,
+        "{run}"
+    );
+    assert_eq!(run["writes"]["lost"].as_u64(), Some(0), "{run}");
+    // Writes succeeded again after the fault: the last requests of the run are fine.
+    let ok = run["timeline"]["ok"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let tail: u64 = ok.iter().rev().take(50).filter_map(|v| v.as_u64()).sum();
+    assert!(
+        tail > 50,
+        "no successful writes after the disk was freed: {run}"
+    );
+    let left: Vec<_> = std::fs::read_dir(disk.0.path())
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert_eq!(left, vec![std::ffi::OsString::from("writes")]);
+    // Not a tmpfs: refused before anything runs.
+    let (code, out, _) = drill(&write_scenario(dir.path(), "plain", &scenario(dir.path())));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("not a mount point"), "{out}");
+}
