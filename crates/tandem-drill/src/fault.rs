@@ -462,6 +462,37 @@ pub async fn inject(
         link: None,
         switchover: None,
     };
+    if fault.via == Via::Api {
+        // The node injects it and undoes it itself, after `duration`.
+        let addr = nodes
+            .get(&target.node)
+            .ok_or_else(|| format!("{} is not watched", target.node))?;
+        let body = serde_json::json!({
+            "kind": fault.kind,
+            "duration": fault.duration,
+            "interface": fault.interface,
+            "loss": fault.loss,
+            "delay": fault.delay,
+        })
+        .to_string();
+        return match Conn::new(addr)
+            .request(
+                "POST",
+                "/faults",
+                Some((token, &body)),
+                Duration::from_secs(5),
+            )
+            .await
+        {
+            Outcome::Status(s, _) if (200..300).contains(&s) => Ok(undo),
+            Outcome::Status(s, b) => Err(format!(
+                "{}: POST /faults answered {s}: {}",
+                target.node,
+                String::from_utf8_lossy(&b).trim()
+            )),
+            Outcome::Error(e) => Err(format!("{}: POST /faults: {e}", target.node)),
+        };
+    }
     match (fault.kind, target.pid) {
         (FaultKind::Sigkill, Some(pid)) => signal(pid, libc::SIGKILL)?,
         (FaultKind::Graceful, Some(pid)) => signal(pid, libc::SIGTERM)?,

@@ -616,3 +616,31 @@ fn drills_partition_the_primary_and_make_its_link_lossy_and_undo_both() {
         c.wait_primary(&[0, 1, 2]);
     }
 }
+
+/// A drill with `via = "api"` hangs the primary through its `POST /faults` (as from another
+/// host): the node stops itself and resumes after the duration, another node takes over.
+#[test]
+fn a_drill_injects_a_fault_through_the_admin_api() {
+    let c = cluster_with(3, "allow_faults = true", |_| String::new());
+    c.wait_primary(&[0, 1, 2]);
+    c.wait_formed();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap_or_else(|e| panic!("{e}"));
+    let nodes = (0..3)
+        .map(|i| format!("n{} = \"{}\"", i + 1, c.nodes[i].admin()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let s = format!(
+        "name = \"api-stop\"\n[target]\nhttp = \"http://{}/health\"\n[workload]\nconcurrency = 2\nrate = 50\nduration = \"5s\"\n\
+         [fault]\nkind = \"sigstop\"\nat = \"1s\"\nduration = \"2s\"\nvia = \"api\"\n\
+         [watch]\nnodes = {{ {nodes} }}\ntoken_file = \"{}\"\n",
+        c.nodes[0].admin(),
+        dir.path().join("token").display()
+    );
+    let (code, out, report) = lab_drill("api", &s);
+    assert_eq!(code, Some(0), "{out}");
+    let run = &report["runs"][0];
+    assert!(run["failover_ms"].as_f64().is_some(), "{out}");
+    assert!(run["recovery_ms"].as_f64().is_some(), "{out}");
+    c.wait_formed();
+}
