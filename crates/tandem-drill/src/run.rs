@@ -246,7 +246,7 @@ async fn prepare_target(t: &TargetKind, kind: RequestKind) -> Result<(), DrillEr
                 ))),
             }
         }
-        (TargetKind::Http(..), RequestKind::Reads) => Ok(()),
+        (TargetKind::Http(..) | TargetKind::Tcp(_), _) => Ok(()),
     }
 }
 
@@ -255,6 +255,7 @@ async fn prepare_target(t: &TargetKind, kind: RequestKind) -> Result<(), DrillEr
 async fn read_back(t: &TargetKind, from: u64, to: u64, wait: Duration) -> Result<Vec<u64>, String> {
     match t {
         TargetKind::Postgres(cfg) => crate::pg::read_back(cfg, from, to, wait).await,
+        TargetKind::Tcp(_) => Err("a TCP target has no writes to read back".into()),
         TargetKind::Http(addr, path) => {
             let p = format!("{}?from={from}", workload::writes_path(path));
             let deadline = clock::now() + wait;

@@ -30,7 +30,7 @@ pub struct Scenario {
     pub allow_targets: Vec<String>,
 }
 
-/// What clients use: exactly one of `http` and `postgres`.
+/// What clients use: exactly one of `http`, `postgres` and `tcp`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
@@ -39,6 +39,8 @@ pub struct Target {
     /// A PostgreSQL connection string, URL (`postgres://user@host:port/db`) or key-value
     /// (`host=a,b port=x,y user=u dbname=d target_session_attrs=read-write`); no TLS.
     pub postgres: Option<String>,
+    /// `IP:PORT`: each request opens a TCP connection (reads only).
+    pub tcp: Option<String>,
 }
 
 /// The target, checked.
@@ -47,6 +49,8 @@ pub enum TargetKind {
     /// Address and path.
     Http(String, String),
     Postgres(Box<tokio_postgres::Config>),
+    /// Address.
+    Tcp(String),
 }
 
 /// What each request does.
@@ -302,20 +306,33 @@ impl Scenario {
 
     /// The target, checked: an HTTP address and path, or a PostgreSQL configuration.
     pub fn target(&self) -> Result<TargetKind, String> {
-        match (&self.target.http, &self.target.postgres) {
-            (Some(url), None) => {
+        let t = &self.target;
+        match (&t.http, &t.postgres, &t.tcp) {
+            (Some(url), None, None) => {
                 let (addr, path) = tandem_core::probe::parse_http_url(url)
                     .map_err(|e| format!("target.http: {e}"))?;
                 Ok(TargetKind::Http(addr.to_string(), path))
             }
-            (None, Some(dsn)) => crate::pg::parse(dsn).map(|c| TargetKind::Postgres(Box::new(c))),
-            _ => Err("[target] needs exactly one of http and postgres".into()),
+            (None, Some(dsn), None) => {
+                crate::pg::parse(dsn).map(|c| TargetKind::Postgres(Box::new(c)))
+            }
+            (None, None, Some(addr)) => addr
+                .parse::<SocketAddr>()
+                .map(|a| TargetKind::Tcp(a.to_string()))
+                .map_err(|_| format!("target.tcp: {addr:?} must be IP:PORT")),
+            _ => Err("[target] needs exactly one of http, postgres and tcp".into()),
         }
     }
 
     fn check(&self) -> Result<(), String> {
         match self.target()? {
             TargetKind::Http(addr, _) => self.allowed(&addr, "target.http")?,
+            TargetKind::Tcp(addr) => {
+                self.allowed(&addr, "target.tcp")?;
+                if self.workload.kind == RequestKind::Writes {
+                    return Err("target.tcp takes reads only (writes need http or postgres)".into());
+                }
+            }
             TargetKind::Postgres(cfg) => {
                 for addr in crate::pg::addresses(&cfg)? {
                     self.allowed(&addr, "target.postgres")?;
@@ -654,6 +671,74 @@ rto = "3s"
             &api_link.replace("via = \"api\"", "via = \"api\"\ninterface = \"eth0\"")
         )
         .is_ok());
+        // Targets: exactly one; PostgreSQL hosts checked like HTTP ones; TCP takes reads only.
+        let pg = |dsn: &str| {
+            OK.replace(
+                "http = \"http://127.0.0.1:8080/\"",
+                &format!("postgres = \"{dsn}\""),
+            )
+        };
+        assert!(Scenario::parse("s.toml", &pg("postgres://app@127.0.0.1:5432/db")).is_ok());
+        assert!(err(&pg("host=10.9.9.9 user=app")).contains("outside loopback"));
+        assert!(
+            err(&OK.replace("[target]", "[target]\ntcp = \"127.0.0.1:1\"")).contains("exactly one")
+        );
+        let tcp = OK.replace(
+            "http = \"http://127.0.0.1:8080/\"",
+            "tcp = \"127.0.0.1:5432\"",
+        );
+        assert!(Scenario::parse("s.toml", &tcp).is_ok());
+        assert!(
+            err(&tcp.replace("[fault]", "[workload]\nkind = \"writes\"\n[fault]"))
+                .contains("reads only")
+        );
+        // Write objectives need writes; rpo is 0 or a duration.
+        assert!(err(&OK.replace("rto = \"3s\"", "rpo = 0")).contains("kind = \"writes\""));
+        let writes = |obj: &str| {
+            OK.replace("[fault]", "[workload]\nkind = \"writes\"\n[fault]")
+                .replace("rto = \"3s\"", obj)
+        };
+        let rpo = |obj: &str| Scenario::parse("s.toml", &writes(obj)).map(|s| s.objectives.rpo);
+        assert_eq!(rpo("rpo = 0").ok().flatten(), Some(Rpo(Duration::ZERO)));
+        assert_eq!(
+            rpo("rpo = \"500ms\"").ok().flatten(),
+            Some(Rpo(Duration::from_millis(500)))
+        );
+        assert!(err(&writes("rpo = 3")).contains("write 0"));
+        assert!(err(&writes("rpo = \"soon\"")).contains("invalid duration"));
+        // pid_file and disk-full faults need no watched nodes; partitions need hosts.
+        let standalone = |fault: &str| {
+            format!("name = \"x\"\n[target]\nhttp = \"http://127.0.0.1:1/\"\n[fault]\n{fault}\n")
+        };
+        assert!(Scenario::parse(
+            "s.toml",
+            &standalone("kind = \"sigkill\"\npid_file = \"p\"")
+        )
+        .is_ok());
+        assert!(err(&standalone(
+            "kind = \"netem\"\npid_file = \"p\"\nloss = \"1%\""
+        ))
+        .contains("pid_file goes with"));
+        assert!(err(&standalone("kind = \"disk-full\"\nduration = \"1s\"")).contains("fault.path"));
+        assert!(Scenario::parse(
+            "s.toml",
+            &standalone("kind = \"disk-full\"\nduration = \"1s\"\npath = \"/x\"")
+        )
+        .is_ok());
+        let part = OK.replace(
+            "kind = \"sigkill\"",
+            "kind = \"partition\"\nduration = \"1s\"",
+        );
+        assert!(err(&part).contains("watch.hosts"));
+        assert!(err(&part.replace(
+            "[objectives]",
+            "hosts = { n1 = \"no-such-ns\", n2 = \"no-such-ns\" }\n[objectives]"
+        ))
+        .contains("does not exist"));
+        assert!(
+            err(&OK.replace("[objectives]", "served_by = { svc = \"n7\" }\n[objectives]"))
+                .contains("not in [watch] nodes")
+        );
         let allowed = OK
             .replace("127.0.0.1:8080", "10.1.1.1:8080")
             .replace("name = ", "allow_targets = [\"10.1.1.0/24\"]\nname = ");

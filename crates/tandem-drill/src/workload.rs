@@ -71,6 +71,7 @@ pub fn writes_path(path: &str) -> String {
 /// One client's connection.
 enum Driver {
     Http { conn: Conn, path: String },
+    Tcp(String),
     Pg(Box<PgClient>),
 }
 
@@ -96,6 +97,18 @@ impl Driver {
                     Outcome::Error(e) => Failure::Error(e),
                 };
                 (what, conn.served_by.take())
+            }
+            Driver::Tcp(addr) => {
+                let connect = tokio::net::TcpStream::connect(addr.as_str());
+                let what = match tokio::time::timeout(timeout, connect).await {
+                    Ok(Ok(_)) => Failure::None,
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        Failure::Error("refused")
+                    }
+                    Ok(Err(_)) => Failure::Error("connect"),
+                    Err(_) => Failure::Error("timeout"),
+                };
+                (what, None)
             }
             Driver::Pg(c) => match c.request(kind, seq, timeout).await {
                 Ok(()) => (Failure::None, None),
@@ -139,6 +152,7 @@ pub async fn run(
                 conn: Conn::new(addr),
                 path: path.clone(),
             },
+            TargetKind::Tcp(addr) => Driver::Tcp(addr.clone()),
             TargetKind::Postgres(cfg) => Driver::Pg(Box::new(PgClient::new((**cfg).clone()))),
         };
         let (timeout, kind) = (w.timeout.get(), w.kind);

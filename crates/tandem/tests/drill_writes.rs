@@ -313,3 +313,27 @@ fn a_full_disk_fails_writes_without_losing_acknowledged_ones_and_is_undone() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("not a mount point"), "{out}");
 }
+
+/// A TCP target: each request is a connection. A listening server passes; once it is gone
+/// every connection is refused and the drill fails.
+#[test]
+fn a_tcp_target_counts_refused_connections() {
+    let mut svc = DemoBackend::start(bin(), "svc");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let s = format!(
+        "name = \"tcp\"\n[target]\ntcp = \"{}\"\n[workload]\nconcurrency = 2\nrate = 100\nduration = \"1s\"\n\
+         [fault]\nkind = \"none\"\n[objectives]\nfailed_requests = 0\n",
+        svc.addr
+    );
+    let file = write_scenario(dir.path(), "tcp", &s);
+    let (code, out, report) = drill(&file);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(report["runs"][0]["ok"].as_u64().unwrap_or(0) > 50, "{report}");
+    svc.proc.kill();
+    let (code, out, report) = drill(&file);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        report["runs"][0]["failures"]["refused"].as_u64().unwrap_or(0) > 50,
+        "{report}"
+    );
+}
