@@ -25,10 +25,11 @@ pub struct Resolved {
 pub async fn resolve(fault: &Fault, nodes: &BTreeMap<String, String>) -> Result<Resolved, String> {
     if let Some(file) = &fault.pid_file {
         let pid = read_pid_file(Path::new(file))?;
-        let node = if nodes.contains_key(&fault.node) {
-            fault.node.clone()
-        } else {
+        // `node` only names the process in the report.
+        let node = if fault.node == "primary" {
             format!("pid {pid}")
+        } else {
+            fault.node.clone()
         };
         return Ok(Resolved {
             node,
@@ -38,10 +39,10 @@ pub async fn resolve(fault: &Fault, nodes: &BTreeMap<String, String>) -> Result<
     if fault.kind == FaultKind::DiskFull {
         let path = fault.path.as_deref().unwrap_or_default();
         tmpfs_size(Path::new(path))?;
-        let node = if nodes.contains_key(&fault.node) {
-            fault.node.clone()
-        } else {
+        let node = if fault.node == "primary" {
             path.to_string()
+        } else {
+            fault.node.clone()
         };
         return Ok(Resolved { node, pid: None });
     }

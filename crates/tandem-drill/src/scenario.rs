@@ -275,9 +275,15 @@ impl Scenario {
         })?;
         let mut s = Self::parse(&file, &text)?;
         // Files named in a scenario are relative to it.
-        if let (Some(t), Some(dir)) = (s.watch.token_file.clone(), path.parent()) {
-            if Path::new(&t).is_relative() {
-                s.watch.token_file = Some(dir.join(t).display().to_string());
+        if let Some(dir) = path.parent() {
+            for f in [
+                &mut s.watch.token_file,
+                &mut s.fault.pid_file,
+                &mut s.fault.path,
+            ] {
+                if let Some(t) = f.as_ref().filter(|t| Path::new(t).is_relative()) {
+                    *f = Some(dir.join(t).display().to_string());
+                }
             }
         }
         Ok(s)

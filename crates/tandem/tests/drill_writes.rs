@@ -328,12 +328,18 @@ fn a_tcp_target_counts_refused_connections() {
     let file = write_scenario(dir.path(), "tcp", &s);
     let (code, out, report) = drill(&file);
     assert_eq!(code, Some(0), "{out}");
-    assert!(report["runs"][0]["ok"].as_u64().unwrap_or(0) > 50, "{report}");
+    assert!(
+        report["runs"][0]["ok"].as_u64().unwrap_or(0) > 50,
+        "{report}"
+    );
     svc.proc.kill();
     let (code, out, report) = drill(&file);
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        report["runs"][0]["failures"]["refused"].as_u64().unwrap_or(0) > 50,
+        report["runs"][0]["failures"]["refused"]
+            .as_u64()
+            .unwrap_or(0)
+            > 50,
         "{report}"
     );
 }
