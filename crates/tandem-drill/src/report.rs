@@ -263,7 +263,8 @@ impl Summary {
         out.push_str(
             "<p class=\"legend\"><span style=\"color:#2a2\">&#9632; successful requests</span>\
              <span style=\"color:#d22\">&#9632; failed requests</span><span style=\"color:#36c\">&#9473; max latency</span>\
-             <span style=\"color:#d22\">&#9475; fault</span><span style=\"color:#a6c\">&#9475; new primary</span></p></body></html>",
+             <span style=\"color:#d22\">&#9475; fault</span><span style=\"color:#a6c\">&#9475; new primary</span>\
+             <span style=\"color:#e80\">&#9475; acknowledged write lost</span></p></body></html>",
         );
         out
     }
@@ -335,6 +336,13 @@ fn chart(r: &RunReport) -> String {
         let x = x_of(*ms);
         let _ = write!(s, "<line x1=\"{x:.1}\" y1=\"20\" x2=\"{x:.1}\" y2=\"{h}\" stroke=\"#a6c\" stroke-dasharray=\"4\"/><text x=\"{:.1}\" y=\"{}\" fill=\"#a6c\">{} (token {token})</text>", x + 3.0, h - 6.0, esc(node));
     }
+    // Acknowledged writes that were lost, as ticks under the chart.
+    if let Some(w) = &r.writes {
+        for ms in &w.lost_at_ms {
+            let x = x_of(*ms);
+            let _ = write!(s, "<line class=\"lost\" x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{h}\" stroke=\"#e80\"/>", h - 18.0);
+        }
+    }
     let secs = n as f64 * f64::from(t.bucket_ms) / 1000.0;
     let _ = write!(
         s,
@@ -391,5 +399,16 @@ mod tests {
                 && html.contains("<svg")
                 && !html.contains("http://cdn")
         );
+        assert!(!html.contains("class=\"lost\""));
+        let lossy = RunReport {
+            writes: Some(WriteReport {
+                lost: 2,
+                lost_at_ms: vec![100.0, 200.0],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let html = Summary::new("y", vec![lossy]).html();
+        assert_eq!(html.matches("class=\"lost\"").count(), 2);
     }
 }

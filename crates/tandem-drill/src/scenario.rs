@@ -616,6 +616,23 @@ rto = "3s"
     }
 
     #[test]
+    fn files_named_in_a_scenario_are_relative_to_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("s.toml");
+        let text = "name = \"x\"\n[target]\nhttp = \"http://127.0.0.1:1/\"\n[fault]\nkind = \"sigkill\"\npid_file = \"run/app.pid\"\n";
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.fault.pid_file.map(std::path::PathBuf::from),
+            Some(dir.path().join("run/app.pid"))
+        );
+        let abs = text.replace("run/app.pid", "/run/app.pid");
+        std::fs::write(&path, abs).unwrap_or_else(|e| panic!("{e}"));
+        let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.fault.pid_file.as_deref(), Some("/run/app.pid"));
+    }
+
+    #[test]
     fn a_scenario_parses_with_defaults() {
         let s = Scenario::parse("s.toml", OK).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.workload.concurrency, 8);

@@ -19,6 +19,8 @@ pub struct WriteReport {
     pub lost: usize,
     /// The first few lost sequence numbers.
     pub lost_seqs: Vec<u64>,
+    /// When lost writes were acknowledged (ms since start; at most 1000), for the chart.
+    pub lost_at_ms: Vec<f64>,
     /// Writes that failed for the client but were stored anyway (not an error: a timeout or a
     /// lost answer leaves a write's fate unknown to the client).
     pub unacked_found: usize,
@@ -64,6 +66,7 @@ pub fn analyse(
             r.found = acks.len() - lost.len();
             r.lost = lost.len();
             r.lost_seqs = lost.iter().take(10).map(|a| a.seq).collect();
+            r.lost_at_ms = lost.iter().take(1000).map(|a| a.end_ms).collect();
             r.unacked_found = seen.difference(&acked).count();
             let first = lost.iter().map(|a| a.end_ms).reduce(f64::min);
             let last = lost.iter().map(|a| a.end_ms).reduce(f64::max);
