@@ -12,6 +12,8 @@ use hyper_util::rt::TokioIo;
 pub struct Conn {
     addr: String,
     sender: Option<SendRequest<Full<Bytes>>>,
+    /// The `x-served-by` header of the last answer, if it had one.
+    pub served_by: Option<String>,
 }
 
 /// What a request ended with.
@@ -26,6 +28,7 @@ impl Conn {
         Self {
             addr: addr.to_string(),
             sender: None,
+            served_by: None,
         }
     }
 
@@ -37,6 +40,7 @@ impl Conn {
         body: Option<(&str, &str)>,
         timeout: Duration,
     ) -> Outcome {
+        self.served_by = None;
         match tokio::time::timeout(timeout, self.request_inner(method, path, body)).await {
             Ok(o) => {
                 if matches!(o, Outcome::Error(_)) {
@@ -103,6 +107,11 @@ impl Conn {
             Err(_) => return Outcome::Error("reset"),
         };
         let status = resp.status().as_u16();
+        self.served_by = resp
+            .headers()
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         match resp.into_body().collect().await {
             Ok(b) => Outcome::Status(status, b.to_bytes()),
             Err(_) => Outcome::Error("reset"),

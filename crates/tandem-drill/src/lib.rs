@@ -6,10 +6,12 @@
 pub mod client;
 pub mod fault;
 pub mod invariants;
+pub mod pg;
 pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod workload;
+pub mod writes;
 
 pub use report::{RunReport, Summary};
 pub use run::run_scenario;

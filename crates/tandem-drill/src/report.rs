@@ -7,6 +7,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::workload::Request;
+use crate::writes::WriteReport;
 
 /// Latency percentiles of a window, in ms.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -78,6 +79,8 @@ pub struct RunReport {
     pub latency_before: Latency,
     pub latency_during: Latency,
     pub latency_after: Latency,
+    /// Sequenced writes read back after the run (workload kind "writes").
+    pub writes: Option<WriteReport>,
     pub objectives: Vec<Objective>,
     pub timeline: Timeline,
 }
@@ -119,6 +122,8 @@ pub struct Summary {
     pub failed: Option<Stat>,
     pub failover_ms: Option<Stat>,
     pub detection_ms: Option<Stat>,
+    /// Acknowledged writes lost, over the runs that read them back.
+    pub lost_writes: Option<Stat>,
     pub passed: bool,
 }
 
@@ -130,6 +135,13 @@ impl Summary {
             failed: Stat::of(runs.iter().map(|r| r.failed as f64).collect()),
             failover_ms: Stat::of(runs.iter().filter_map(|r| r.failover_ms).collect()),
             detection_ms: Stat::of(runs.iter().filter_map(|r| r.detection_ms).collect()),
+            lost_writes: Stat::of(
+                runs.iter()
+                    .filter_map(|r| r.writes.as_ref())
+                    .filter(|w| w.read_back_error.is_none())
+                    .map(|w| w.lost as f64)
+                    .collect(),
+            ),
             passed: runs.iter().all(RunReport::passed),
             runs,
         }
@@ -167,6 +179,14 @@ impl Summary {
             &self.detection_ms,
             "ms",
         );
+        if self.runs.iter().any(|r| r.writes.is_some()) {
+            let _ = row(
+                &mut out,
+                "lost writes (acknowledged)",
+                &self.lost_writes,
+                "  ",
+            );
+        }
         for (i, r) in self.runs.iter().enumerate() {
             let _ = writeln!(
                 out,
@@ -182,6 +202,33 @@ impl Summary {
                 r.latency_after.p99,
                 if r.split_brain.is_empty() { "no" } else { "YES" }
             );
+            if let Some(w) = &r.writes {
+                match &w.read_back_error {
+                    Some(e) => {
+                        let _ = writeln!(
+                            out,
+                            "  writes: {} acknowledged; read-back FAILED: {e}",
+                            w.acked
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "  writes: {} acknowledged, {} read back, {} lost{}; {} acknowledged by an old primary",
+                            w.acked,
+                            w.found,
+                            w.lost,
+                            w.rpo_ms
+                                .map(|ms| format!(" (over {ms:.0}ms, first {:?})", w.lost_seqs))
+                                .unwrap_or_default(),
+                            w.old_primary_acks
+                        );
+                    }
+                }
+                for e in &w.old_primary_examples {
+                    let _ = writeln!(out, "    {e}");
+                }
+            }
             for o in &r.objectives {
                 let _ = writeln!(
                     out,
@@ -216,7 +263,8 @@ impl Summary {
         out.push_str(
             "<p class=\"legend\"><span style=\"color:#2a2\">&#9632; successful requests</span>\
              <span style=\"color:#d22\">&#9632; failed requests</span><span style=\"color:#36c\">&#9473; max latency</span>\
-             <span style=\"color:#d22\">&#9475; fault</span><span style=\"color:#a6c\">&#9475; new primary</span></p></body></html>",
+             <span style=\"color:#d22\">&#9475; fault</span><span style=\"color:#a6c\">&#9475; new primary</span>\
+             <span style=\"color:#e80\">&#9475; acknowledged write lost</span></p></body></html>",
         );
         out
     }
@@ -288,6 +336,13 @@ fn chart(r: &RunReport) -> String {
         let x = x_of(*ms);
         let _ = write!(s, "<line x1=\"{x:.1}\" y1=\"20\" x2=\"{x:.1}\" y2=\"{h}\" stroke=\"#a6c\" stroke-dasharray=\"4\"/><text x=\"{:.1}\" y=\"{}\" fill=\"#a6c\">{} (token {token})</text>", x + 3.0, h - 6.0, esc(node));
     }
+    // Acknowledged writes that were lost, as ticks under the chart.
+    if let Some(w) = &r.writes {
+        for ms in &w.lost_at_ms {
+            let x = x_of(*ms);
+            let _ = write!(s, "<line class=\"lost\" x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{h}\" stroke=\"#e80\"/>", h - 18.0);
+        }
+    }
     let secs = n as f64 * f64::from(t.bucket_ms) / 1000.0;
     let _ = write!(
         s,
@@ -344,5 +399,16 @@ mod tests {
                 && html.contains("<svg")
                 && !html.contains("http://cdn")
         );
+        assert!(!html.contains("class=\"lost\""));
+        let lossy = RunReport {
+            writes: Some(WriteReport {
+                lost: 2,
+                lost_at_ms: vec![100.0, 200.0],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let html = Summary::new("y", vec![lossy]).html();
+        assert_eq!(html.matches("class=\"lost\"").count(), 2);
     }
 }

@@ -12,8 +12,9 @@ use crate::client::{self, Conn, Outcome};
 use crate::fault;
 use crate::invariants::{analyse, Sample};
 use crate::report::{Latency, Objective, RunReport, Timeline};
-use crate::scenario::{FaultKind, Scenario};
+use crate::scenario::{FaultKind, RequestKind, Scenario, TargetKind};
 use crate::workload::{self, Progress, Request};
+use crate::writes::{self, WriteReport};
 use crate::DrillError;
 
 type Samples = Arc<Mutex<BTreeMap<String, Vec<Sample>>>>;
@@ -22,7 +23,8 @@ type Alive = Arc<Mutex<BTreeMap<String, Vec<f64>>>>;
 
 /// Run `s` once. `progress` prints a live line on stderr.
 pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, DrillError> {
-    let (addr, path) = s.target_addr().map_err(DrillError::Refused)?;
+    let target_kind = s.target().map_err(DrillError::Refused)?;
+    prepare_target(&target_kind, s.workload.kind).await?;
     for (name, a) in &s.watch.nodes {
         if client::get_json(a, "/health", Duration::from_secs(2))
             .await
@@ -41,7 +43,10 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
     };
     // Resolve the fault's target before starting anything: an impossible fault is refused.
     let mut target = None;
-    if s.fault.kind != FaultKind::None && s.fault.node != "primary" {
+    let named = s.fault.node != "primary"
+        || s.fault.pid_file.is_some()
+        || s.fault.kind == FaultKind::DiskFull;
+    if s.fault.kind != FaultKind::None && named {
         target = Some(
             fault::resolve(&s.fault, &s.watch.nodes)
                 .await
@@ -53,13 +58,15 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
     let wall_start = tandem_core::clock::unix_millis();
     let stop = Arc::new(AtomicBool::new(false));
     let live = Arc::new(Progress::default());
+    // Sequence numbers unique to this run (the store keeps earlier runs' writes).
+    let seq_from = wall_start.saturating_mul(1000);
     let load = tokio::spawn(workload::run(
-        addr,
-        path,
+        target_kind.clone(),
         s.workload.clone(),
         start,
         live.clone(),
         stop.clone(),
+        seq_from,
     ));
     let samples: Samples = Arc::new(Mutex::new(BTreeMap::new()));
     let alive: Alive = Arc::new(Mutex::new(BTreeMap::new()));
@@ -103,7 +110,7 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
             },
         };
         let at = clock::now();
-        match fault::inject(&s.fault, &t, &s.watch.nodes, &s.watch.links, &token).await {
+        match fault::inject(&s.fault, &t, &s.watch, &token).await {
             Ok(u) => undo = Some(u),
             Err(e) => {
                 stop.store(true, Ordering::Relaxed);
@@ -112,8 +119,14 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
         }
         fault_ms = Some(at.duration_since(start).as_secs_f64() * 1000.0);
         faulted = Some(t.node);
-        if let (FaultKind::Sigstop | FaultKind::LinkDown | FaultKind::Netem, Some(d)) =
-            (s.fault.kind, s.fault.duration)
+        if let (
+            FaultKind::Sigstop
+            | FaultKind::LinkDown
+            | FaultKind::Netem
+            | FaultKind::Partition
+            | FaultKind::DiskFull,
+            Some(d),
+        ) = (s.fault.kind, s.fault.duration)
         {
             tokio::time::sleep(d.get()).await;
             if let Some(u) = undo.as_mut() {
@@ -121,7 +134,7 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
             }
         }
     }
-    let requests = load.await.unwrap_or_default();
+    let output = load.await.unwrap_or_default();
     stop.store(true, Ordering::Relaxed);
     for w in watchers {
         let _ = w.await;
@@ -148,14 +161,17 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
             .map_or(0.0, |d| d.get().as_secs_f64() * 1000.0)
     });
     let recovery_ms = match (&faulted, fault_ms, back_from) {
-        (Some(n), Some(f), Some(from)) if s.fault.kind != FaultKind::Switchover => {
+        (Some(n), Some(f), Some(from))
+            if s.fault.kind != FaultKind::Switchover && s.watch.nodes.contains_key(n) =>
+        {
             let seen = alive
                 .lock()
                 .ok()
                 .and_then(|a| a.get(n).and_then(|v| v.iter().copied().find(|&t| t > from)));
-            match seen {
-                Some(t) => Some(t - f),
-                None => recovery(&s.watch.nodes[n], start).await.map(|r| r - f),
+            match (seen, s.watch.nodes.get(n)) {
+                (Some(t), _) => Some(t - f),
+                (None, Some(addr)) => recovery(addr, start).await.map(|r| r - f),
+                (None, None) => None,
             }
         }
         _ => None,
@@ -173,9 +189,25 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
         None => None,
     };
     let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let written = if s.workload.kind == RequestKind::Writes {
+        let holders = holders(&samples, start);
+        let wait = s.workload.read_back_timeout.get();
+        let seen = read_back(&target_kind, output.seq_from, output.seq_to, wait).await;
+        Some(writes::analyse(
+            &output.acks,
+            seen.as_deref().map_err(Clone::clone),
+            (output.seq_from, output.seq_to),
+            fault_ms,
+            &holders,
+            &s.watch.served_by,
+        ))
+    } else {
+        None
+    };
     let mut report = build(
         s,
-        requests,
+        output.requests,
+        written,
         &samples,
         start,
         fault_ms,
@@ -192,6 +224,85 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
         });
     }
     Ok(report)
+}
+
+/// Check the target before anything runs: PostgreSQL gets its table; an HTTP target taking
+/// writes must list them.
+async fn prepare_target(t: &TargetKind, kind: RequestKind) -> Result<(), DrillError> {
+    match (t, kind) {
+        (TargetKind::Postgres(cfg), _) => {
+            crate::pg::prepare(cfg).await.map_err(DrillError::Refused)
+        }
+        (TargetKind::Http(addr, path), RequestKind::Writes) => {
+            let p = format!("{}?from={}", workload::writes_path(path), u64::MAX);
+            match Conn::new(addr)
+                .request("GET", &p, None, Duration::from_secs(2))
+                .await
+            {
+                Outcome::Status(200, _) => Ok(()),
+                other => Err(DrillError::Refused(format!(
+                    "target.http: GET {p} on {addr} answered {other:?}; sequenced writes need a target that stores POST {}/N and lists them",
+                    workload::writes_path(path)
+                ))),
+            }
+        }
+        (TargetKind::Http(..) | TargetKind::Tcp(_), _) => Ok(()),
+    }
+}
+
+/// The sequence numbers in `[from, to)` the target holds, retrying for up to `wait` (the
+/// target may still be failing over).
+async fn read_back(t: &TargetKind, from: u64, to: u64, wait: Duration) -> Result<Vec<u64>, String> {
+    match t {
+        TargetKind::Postgres(cfg) => crate::pg::read_back(cfg, from, to, wait).await,
+        TargetKind::Tcp(_) => Err("a TCP target has no writes to read back".into()),
+        TargetKind::Http(addr, path) => {
+            let p = format!("{}?from={from}", workload::writes_path(path));
+            let deadline = clock::now() + wait;
+            let mut conn = Conn::new(addr);
+            loop {
+                let last = match conn.request("GET", &p, None, Duration::from_secs(5)).await {
+                    Outcome::Status(200, body) => {
+                        return String::from_utf8_lossy(&body)
+                            .lines()
+                            .filter(|l| !l.trim().is_empty())
+                            .map(|l| {
+                                l.trim()
+                                    .parse::<u64>()
+                                    .map_err(|_| format!("GET {p}: {l:?} is not a sequence number"))
+                            })
+                            .collect();
+                    }
+                    other => format!("GET {p} on {addr}: {other:?}"),
+                };
+                if clock::now() >= deadline {
+                    return Err(last);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Each node's first answer 200 with each fencing token, by when it was answered.
+fn holders(samples: &BTreeMap<String, Vec<Sample>>, start: Instant) -> Vec<writes::Holder> {
+    let std_start = start.into_std();
+    let mut out = Vec::new();
+    for (node, list) in samples {
+        let mut last = None;
+        for x in list {
+            if last != Some(x.token) {
+                let ms = x
+                    .answered
+                    .saturating_duration_since(std_start)
+                    .as_secs_f64()
+                    * 1000.0;
+                out.push((ms, node.clone(), x.token));
+                last = Some(x.token);
+            }
+        }
+    }
+    out
 }
 
 async fn watch_role(
@@ -302,6 +413,7 @@ async fn detection(apis: &[&String], fault_wall_ms: u64) -> Option<f64> {
 fn build(
     s: &Scenario,
     requests: Vec<Request>,
+    written: Option<WriteReport>,
     samples: &BTreeMap<String, Vec<Sample>>,
     start: Instant,
     fault_ms: Option<f64>,
@@ -389,7 +501,11 @@ fn build(
             met: failed as u64 <= want,
         });
     }
+    if let Some(w) = &written {
+        write_objectives(s, w, &mut objectives);
+    }
     RunReport {
+        writes: written,
         scenario: s.name.clone(),
         fault: format!("{:?}", s.fault.kind).to_lowercase(),
         faulted_node: faulted,
@@ -431,4 +547,45 @@ fn timeline(requests: &[Request], end_ms: f64, primaries: Vec<(f64, String, u64)
         t.max_latency_ms[i] = t.max_latency_ms[i].max(r.latency_ms as f32);
     }
     t
+}
+
+/// The objectives about writes: lost writes, RPO, acknowledgements by an old primary.
+fn write_objectives(s: &Scenario, w: &WriteReport, out: &mut Vec<Objective>) {
+    let o = &s.objectives;
+    let unknown = w
+        .read_back_error
+        .as_ref()
+        .map(|e| format!("read-back failed: {e}"));
+    if let Some(want) = o.lost_writes {
+        out.push(Objective {
+            name: "lost_writes".into(),
+            wanted: format!("<= {want}"),
+            got: unknown.clone().unwrap_or_else(|| w.lost.to_string()),
+            met: unknown.is_none() && w.lost as u64 <= want,
+        });
+    }
+    if let Some(rpo) = o.rpo {
+        let want = rpo.0.as_secs_f64() * 1000.0;
+        let got = match (&unknown, w.rpo_ms) {
+            (Some(u), _) => u.clone(),
+            (None, None) => "0 (no acknowledged write lost)".into(),
+            (None, Some(ms)) => format!("{} writes lost over {ms:.0}ms", w.lost),
+        };
+        let met = unknown.is_none()
+            && (w.lost == 0 || (want > 0.0 && w.rpo_ms.is_some_and(|ms| ms <= want)));
+        out.push(Objective {
+            name: "rpo".into(),
+            wanted: String::from(rpo),
+            got,
+            met,
+        });
+    }
+    if let Some(want) = o.old_primary_acks {
+        out.push(Objective {
+            name: "old_primary_acks".into(),
+            wanted: format!("<= {want}"),
+            got: w.old_primary_acks.to_string(),
+            met: w.old_primary_acks as u64 <= want,
+        });
+    }
 }

@@ -11,6 +11,7 @@ pub mod invariants;
 pub mod load;
 pub mod netns;
 pub mod nginx;
+pub mod pgserver;
 pub mod proc;
 pub mod tandem;
 

@@ -187,8 +187,14 @@ impl DemoBackend {
     }
 
     pub fn start_on(bin: &Path, name: &str, listen: &str) -> DemoBackend {
+        Self::start_with(bin, name, listen, &[])
+    }
+
+    /// As `start_on`, with more arguments (e.g. `--replicate-to`, `--store`).
+    pub fn start_with(bin: &Path, name: &str, listen: &str, args: &[String]) -> DemoBackend {
         let mut cmd = Command::new(bin);
-        cmd.args(["demo-backend", "--name", name, "--listen", listen]);
+        cmd.args(["demo-backend", "--name", name, "--listen", listen])
+            .args(args);
         let proc = Proc::spawn(&format!("backend {name}"), cmd);
         let addr = proc
             .wait_line(Duration::from_secs(10), |l| {

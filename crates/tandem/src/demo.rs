@@ -269,12 +269,14 @@ fn scenario(p: &Ports, dir: &Path) -> String {
         .join(", ");
     format!(
         r#"name = "kill-primary"
-description = "SIGKILL the primary's agent while clients use the active-passive service"
+description = "SIGKILL the primary's agent while clients write to the active-passive service"
 
 [target]
 http = "http://127.0.0.1:{app}/"
 
+# Sequenced writes (POST /writes/N), read back after the run (GET /writes).
 [workload]
+kind = "writes"
 concurrency = 8
 rate = 400
 duration = "10s"
@@ -289,9 +291,13 @@ node = "primary"
 nodes = {{ {nodes} }}
 token_file = "{d}/token"
 observers = ["127.0.0.1:{lb_admin}"]
+# The service names itself in x-served-by: which node's service acknowledged each write.
+served_by = {{ svc1 = "n1", svc2 = "n2", svc3 = "n3" }}
 
 [objectives]
 rto = "5s"
+rpo = 0
+old_primary_acks = 0
 "#,
         app = p.lb_app,
         lb_admin = p.lb_admin,
@@ -337,25 +343,35 @@ async fn run_in(exe: &Path, dir: &Path, duration: Option<Duration>) -> anyhow::R
         ),
     )?;
     let mut procs = Vec::new();
-    let backend = |name: &str, port: u16| {
-        Supervised::start(
-            name,
-            exe,
-            vec![
-                "demo-backend".into(),
-                "--name".into(),
-                name.into(),
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-            ],
-            dir.join(format!("{name}.log")),
-        )
+    let backend = |name: &str, port: u16, extra: Vec<String>| {
+        let mut args = vec![
+            "demo-backend".into(),
+            "--name".into(),
+            name.into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        args.extend(extra);
+        Supervised::start(name, exe, args, dir.join(format!("{name}.log")))
     };
     for i in 0..3 {
-        procs.push(backend(&format!("svc{}", i + 1), p.svc[i]));
+        // The managed service keeps its writes in a file and copies each one to the other two
+        // before acknowledging it (synchronous replication), so a failover loses none.
+        let name = format!("svc{}", i + 1);
+        let peers: Vec<String> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| format!("127.0.0.1:{}", p.svc[j]))
+            .collect();
+        let extra = vec![
+            "--store".into(),
+            dir.join(format!("{name}.writes")).display().to_string(),
+            "--replicate-to".into(),
+            peers.join(","),
+        ];
+        procs.push(backend(&name, p.svc[i], extra));
     }
-    procs.push(backend("web-a", p.web[0]));
-    procs.push(backend("web-b", p.web[1]));
+    procs.push(backend("web-a", p.web[0], Vec::new()));
+    procs.push(backend("web-b", p.web[1], Vec::new()));
     for i in 0..3 {
         let cfg = dir.join(format!("n{}.toml", i + 1));
         std::fs::write(&cfg, node_config(i, &p, dir))?;

@@ -1,16 +1,23 @@
 //! `tandem demo-backend`: a small HTTP service for the demo, tutorials and tests. It names
-//! itself in every answer and can be made unhealthy, slow or streaming on request.
+//! itself in every answer (`x-served-by`) and can be made unhealthy, slow or streaming on
+//! request. It also keeps sequenced writes for drills: `POST /writes/N` stores N (in memory,
+//! and in `--store FILE` if given, answering 507 when that disk is full), after copying it to
+//! every `--replicate-to` peer (`POST /replica/writes/N`; 503 if a peer does not take it), and
+//! `GET /writes?from=N` lists the stored numbers from N on, one per line.
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
@@ -26,10 +33,59 @@ struct State {
     healthy: AtomicBool,
     /// Connections accepted so far (to check that proxies reuse them).
     connections: std::sync::atomic::AtomicU64,
+    writes: std::sync::Mutex<Writes>,
+    peers: Vec<(String, tokio::sync::Mutex<tandem_drill::client::Conn>)>,
 }
 
-/// Serve on `listen` until the process ends. Prints `listening on ADDR` first.
-pub async fn run(listen: SocketAddr, name: String) -> anyhow::Result<()> {
+/// The write store.
+struct Writes {
+    seqs: BTreeSet<u64>,
+    file: Option<std::fs::File>,
+}
+
+/// How `tandem demo-backend` runs.
+pub struct Options {
+    pub listen: SocketAddr,
+    pub name: String,
+    pub store: Option<PathBuf>,
+    pub replicate_to: Vec<String>,
+}
+
+/// Serve until the process ends. Prints `listening on ADDR` first.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let Options {
+        listen,
+        name,
+        store,
+        replicate_to,
+    } = opts;
+    let mut seqs = BTreeSet::new();
+    let file = match &store {
+        Some(path) => {
+            // Earlier writes survive a restart; a torn last line is ignored.
+            if let Ok(text) = std::fs::read_to_string(path) {
+                seqs.extend(text.lines().filter_map(|l| l.trim().parse::<u64>().ok()));
+            }
+            Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let mut peers = Vec::new();
+    for p in replicate_to {
+        let addr: SocketAddr = p
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--replicate-to {p:?}: expected IP:PORT"))?;
+        peers.push((
+            p.clone(),
+            tokio::sync::Mutex::new(tandem_drill::client::Conn::new(&addr.to_string())),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     {
@@ -41,6 +97,8 @@ pub async fn run(listen: SocketAddr, name: String) -> anyhow::Result<()> {
         name,
         healthy: AtomicBool::new(true),
         connections: Default::default(),
+        writes: std::sync::Mutex::new(Writes { seqs, file }),
+        peers,
     });
     loop {
         let (stream, _) = match listener.accept().await {
@@ -138,6 +196,21 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
                 None => text(StatusCode::BAD_REQUEST, "bad status\n".into()),
             }
         }
+        (Method::GET, "/writes") => {
+            let from = query(&req, "from").unwrap_or(0);
+            let list = match st.writes.lock() {
+                Ok(w) => w.seqs.range(from..).map(|n| format!("{n}\n")).collect(),
+                Err(_) => String::new(),
+            };
+            text(StatusCode::OK, list)
+        }
+        (Method::POST, p) if p.starts_with("/writes/") || p.starts_with("/replica/writes/") => {
+            let replica = p.starts_with("/replica/");
+            match p.rsplit('/').next().and_then(|n| n.parse::<u64>().ok()) {
+                Some(n) => write(&st, n, replica).await,
+                None => text(StatusCode::BAD_REQUEST, "not a sequence number\n".into()),
+            }
+        }
         (Method::GET | Method::HEAD, "/") => text(StatusCode::OK, format!("{}\n", st.name)),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     };
@@ -149,6 +222,52 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>
     );
     let _ = req.into_body().collect().await;
     Ok(resp)
+}
+
+/// Store write `n`, then copy it to every peer (unless it is itself a copy); acknowledged
+/// only when every copy is stored.
+async fn write(st: &State, n: u64, replica: bool) -> Response<Body> {
+    let stored = match st.writes.lock() {
+        Ok(mut w) => {
+            let r = match w.file.as_mut() {
+                Some(f) => f.write_all(format!("{n}\n").as_bytes()),
+                None => Ok(()),
+            };
+            if r.is_ok() {
+                w.seqs.insert(n);
+            }
+            r
+        }
+        Err(_) => Err(std::io::Error::other("store poisoned")),
+    };
+    if let Err(e) = stored {
+        let status = if e.raw_os_error() == Some(libc::ENOSPC) {
+            StatusCode::INSUFFICIENT_STORAGE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        return text(status, format!("{} could not store {n}: {e}\n", st.name));
+    }
+    if !replica {
+        for (addr, conn) in &st.peers {
+            let path = format!("/replica/writes/{n}");
+            let r = conn
+                .lock()
+                .await
+                .request("POST", &path, Some(("", "")), Duration::from_secs(1))
+                .await;
+            if !matches!(r, tandem_drill::client::Outcome::Status(200, _)) {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "{} stored {n} but could not copy it to {addr}: {r:?}\n",
+                        st.name
+                    ),
+                );
+            }
+        }
+    }
+    text(StatusCode::OK, format!("{} stored {n}\n", st.name))
 }
 
 /// A timed stream of server-sent events, like a model streaming tokens.

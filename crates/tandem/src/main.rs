@@ -106,6 +106,13 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "demo")]
         name: String,
+        /// Keep sequenced writes (POST /writes/N) in this file as well as in memory.
+        #[arg(long)]
+        store: Option<std::path::PathBuf>,
+        /// Copy every write to these demo backends before acknowledging it (IP:PORT, comma
+        /// separated): synchronous replication.
+        #[arg(long, value_delimiter = ',')]
+        replicate_to: Vec<String>,
     },
 }
 
@@ -215,8 +222,19 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::DemoBackend { listen, name } => {
-            report(current_thread().and_then(|rt| rt.block_on(demo_backend::run(listen, name))))
+        Command::DemoBackend {
+            listen,
+            name,
+            store,
+            replicate_to,
+        } => {
+            let opts = demo_backend::Options {
+                listen,
+                name,
+                store,
+                replicate_to,
+            };
+            report(current_thread().and_then(|rt| rt.block_on(demo_backend::run(opts))))
         }
     }
 }

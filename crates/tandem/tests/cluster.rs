@@ -517,3 +517,130 @@ fn a_drill_cuts_the_primarys_link_and_undoes_it() {
     assert!((0..3).all(|i| lab.is_up(i)));
     c.wait_formed();
 }
+
+/// Run `tandem drill` on a scenario text; (exit code, output, JSON report).
+fn lab_drill(name: &str, scenario: &str) -> (Option<i32>, String, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (file, json) = (
+        dir.path().join(format!("{name}.toml")),
+        dir.path().join(format!("{name}.json")),
+    );
+    std::fs::write(&file, scenario).unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(bin())
+        .args(["drill", "--scenario"])
+        .arg(&file)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let report = serde_json::from_slice(&std::fs::read(&json).unwrap_or_default())
+        .unwrap_or(serde_json::Value::Null);
+    (out.status.code(), text, report)
+}
+
+/// `tandem drill` partitions the primary from the other nodes (its namespace and theirs
+/// cannot reach each other; the test still reaches it over its management link), then puts
+/// 100% packet loss on the new primary's link: each time another node takes over,
+/// never two primaries, and the drill removes its routes and its qdisc afterwards.
+#[test]
+fn drills_partition_the_primary_and_make_its_link_lossy_and_undo_both() {
+    let lab = tandem_testkit::netns::Lab::new(3);
+    let c = lab_cluster(&lab);
+    c.wait_primary(&[0, 1, 2]);
+    c.wait_formed();
+    let nodes = (0..3)
+        .map(|i| format!("n{} = \"{}\"", i + 1, c.nodes[i].admin()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let hosts = (0..3)
+        .map(|i| format!("n{} = \"{}\"", i + 1, lab.hosts[i].ns))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let links = (0..3)
+        .map(|i| {
+            let (ns, port) = lab.switch_port(i);
+            format!("n{} = \"{ns}:{port}\"", i + 1)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let scenario = |fault: &str| {
+        format!(
+            "name = \"net\"\nallow_targets = [\"10.214.0.0/16\"]\n[target]\nhttp = \"http://{}/health\"\n\
+             [workload]\nconcurrency = 2\nrate = 50\nduration = \"5s\"\n\
+             [fault]\n{fault}\nat = \"1s\"\nnode = \"primary\"\nduration = \"2s\"\n\
+             [watch]\nnodes = {{ {nodes} }}\nhosts = {{ {hosts} }}\nlinks = {{ {links} }}\n",
+            c.nodes[0].admin()
+        )
+    };
+    for (name, fault) in [
+        ("partition", "kind = \"partition\""),
+        // Loss alone: where the kernel has no netem the drill drops packets with nftables.
+        ("netem", "kind = \"netem\"\nloss = \"100%\""),
+    ] {
+        let (code, out, report) = lab_drill(name, &scenario(fault));
+        assert_eq!(code, Some(0), "{name}: {out}");
+        let run = &report["runs"][0];
+        assert!(
+            run["failover_ms"].as_f64().is_some(),
+            "{name}: no new primary during the fault: {run}"
+        );
+        assert!(
+            run["split_brain"].as_array().is_some_and(|v| v.is_empty()),
+            "{name}: {run}"
+        );
+        // Undone: no prohibit route and no netem qdisc left, and the cluster forms again.
+        for i in 0..3 {
+            let routes = std::process::Command::new("ip")
+                .args(["-n", &lab.hosts[i].ns, "route", "show"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                .unwrap_or_default();
+            assert!(!routes.contains("prohibit"), "{name}: {routes}");
+            let (ns, port) = lab.switch_port(i);
+            let qdisc = std::process::Command::new("tc")
+                .args(["-n", &ns, "qdisc", "show", "dev", &port])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                .unwrap_or_default();
+            assert!(!qdisc.contains("netem"), "{name}: {qdisc}");
+            let tables = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns, "nft", "list", "tables"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                .unwrap_or_default();
+            assert!(!tables.contains("tandem_drill"), "{name}: {tables}");
+        }
+        c.wait_formed();
+        c.wait_primary(&[0, 1, 2]);
+    }
+}
+
+/// A drill with `via = "api"` hangs the primary through its `POST /faults` (as from another
+/// host): the node stops itself and resumes after the duration, another node takes over.
+#[test]
+fn a_drill_injects_a_fault_through_the_admin_api() {
+    let c = cluster_with(3, "allow_faults = true", |_| String::new());
+    c.wait_primary(&[0, 1, 2]);
+    c.wait_formed();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap_or_else(|e| panic!("{e}"));
+    let nodes = (0..3)
+        .map(|i| format!("n{} = \"{}\"", i + 1, c.nodes[i].admin()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let s = format!(
+        "name = \"api-stop\"\n[target]\nhttp = \"http://{}/health\"\n[workload]\nconcurrency = 2\nrate = 50\nduration = \"5s\"\n\
+         [fault]\nkind = \"sigstop\"\nat = \"1s\"\nduration = \"2s\"\nvia = \"api\"\n\
+         [watch]\nnodes = {{ {nodes} }}\ntoken_file = \"{}\"\n",
+        c.nodes[0].admin(),
+        dir.path().join("token").display()
+    );
+    let (code, out, report) = lab_drill("api", &s);
+    assert_eq!(code, Some(0), "{out}");
+    let run = &report["runs"][0];
+    assert!(run["failover_ms"].as_f64().is_some(), "{out}");
+    assert!(run["recovery_ms"].as_f64().is_some(), "{out}");
+    c.wait_formed();
+}

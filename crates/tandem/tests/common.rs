@@ -80,6 +80,11 @@ pub struct TestCluster {
 
 /// `extra(i)` is appended to node i's config (e.g. a [service] section).
 pub fn cluster(n: usize, extra: impl Fn(usize) -> String) -> TestCluster {
+    cluster_with(n, "", extra)
+}
+
+/// As `cluster`, with `admin` added to every node's `[admin]` table.
+pub fn cluster_with(n: usize, admin: &str, extra: impl Fn(usize) -> String) -> TestCluster {
     let shared = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let secret = shared.path().join("secret");
     std::fs::write(&secret, "cluster-secret-for-tests-0123").unwrap_or_else(|e| panic!("{e}"));
@@ -95,6 +100,7 @@ pub fn cluster(n: usize, extra: impl Fn(usize) -> String) -> TestCluster {
 [admin]
 listen = "127.0.0.1:0"
 token_file = "{{dir}}/token"
+{admin}
 
 [node]
 name = "n{}"

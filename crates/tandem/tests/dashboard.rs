@@ -465,6 +465,15 @@ fn the_drill_report_renders_its_timeline() {
         failed: 200,
         rto_ms: 500.0,
         timeline,
+        // Three acknowledged writes lost just before the fault.
+        writes: Some(tandem_drill::writes::WriteReport {
+            acked: 1000,
+            found: 997,
+            lost: 3,
+            lost_at_ms: vec![980.0, 990.0, 995.0],
+            rpo_ms: Some(20.0),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let summary = tandem_drill::Summary::new("kill-primary", vec![run]);
@@ -475,6 +484,7 @@ fn the_drill_report_renders_its_timeline() {
     browser.open(&format!("file://{}", file.display()));
     let script = "const svg = document.querySelector('svg'); const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};\
                   return { rects: document.querySelectorAll('svg rect').length, failed: document.querySelectorAll('svg rect.failed').length,\
+                  lost: document.querySelectorAll('svg line.lost').length,\
                   width: box.width, height: box.height, text: document.body.innerText };";
     let v = browser.call(
         "POST",
@@ -483,13 +493,16 @@ fn the_drill_report_renders_its_timeline() {
     );
     assert!(v["rects"].as_u64().unwrap_or(0) > 200, "{v:#}");
     assert_eq!(v["failed"].as_u64(), Some(50), "{v:#}");
+    assert_eq!(v["lost"].as_u64(), Some(3), "{v:#}");
     assert!(
         v["width"].as_f64().unwrap_or(0.0) > 300.0 && v["height"].as_f64().unwrap_or(0.0) > 50.0,
         "{v:#}"
     );
     let text = v["text"].as_str().unwrap_or("");
     assert!(
-        text.contains("time without service") && text.contains("n2 (token 2)"),
+        text.contains("time without service")
+            && text.contains("n2 (token 2)")
+            && text.contains("3 lost"),
         "{text}"
     );
     browser.screenshot(&artefact("drill-report.png"));
