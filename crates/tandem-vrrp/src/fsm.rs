@@ -97,6 +97,11 @@ impl Instance {
         self.state
     }
 
+    /// Turn preemption on or off (a preempt delay keeps it off for a while after startup).
+    pub fn set_preempt(&mut self, preempt: bool) {
+        self.cfg.preempt = preempt;
+    }
+
     pub fn priority(&self) -> u8 {
         self.priority
     }
@@ -135,15 +140,16 @@ impl Instance {
                     self.change(now, State::Backup, "started", &mut out);
                 }
             }
-            (State::Initialize, _) | (_, Event::Startup) => {}
-            (_, Event::Shutdown) => self.change(now, State::Initialize, "shutting down", &mut out),
             (_, Event::Priority(p)) => {
+                // Also while out of service, so a restart uses the tracked priority.
                 self.priority = p;
                 if self.state == State::Master {
                     // Tell the others at once, so a higher backup can preempt.
                     out.push(Action::Send { priority: p });
                 }
             }
+            (State::Initialize, _) | (_, Event::Startup) => {}
+            (_, Event::Shutdown) => self.change(now, State::Initialize, "shutting down", &mut out),
             (State::Backup, Event::Tick) => {
                 if self.master_down_at.is_some_and(|t| now >= t) {
                     self.change(

@@ -1,0 +1,1 @@
+//! Keepalived import (to come).
