@@ -332,7 +332,10 @@ fn validate_vrrp(
             }
         }
         3 => {
-            if !adv.as_millis().is_multiple_of(10) || adv.as_millis() < 10 || adv.as_millis() > 40_950 {
+            if !adv.as_millis().is_multiple_of(10)
+                || adv.as_millis() < 10
+                || adv.as_millis() > 40_950
+            {
                 bad(
                     "advert_int",
                     "VRRP version 3 takes centiseconds, 10ms-40.95s".into(),

@@ -75,6 +75,8 @@ pub struct Instance {
     master_adver_cs: u16,
     master_down_at: Option<Instant>,
     adver_at: Option<Instant>,
+    /// The master said it is leaving (priority 0): the takeover reason says so.
+    master_left: bool,
 }
 
 fn cs(n: u32) -> Duration {
@@ -90,6 +92,7 @@ impl Instance {
             state: State::Initialize,
             master_down_at: None,
             adver_at: None,
+            master_left: false,
         }
     }
 
@@ -152,12 +155,12 @@ impl Instance {
             (_, Event::Shutdown) => self.change(now, State::Initialize, "shutting down", &mut out),
             (State::Backup, Event::Tick) => {
                 if self.master_down_at.is_some_and(|t| now >= t) {
-                    self.change(
-                        now,
-                        State::Master,
-                        "no advertisement within Master_Down_Interval",
-                        &mut out,
-                    );
+                    let why = if self.master_left {
+                        "the master left (priority 0 advertisement)"
+                    } else {
+                        "no advertisement within Master_Down_Interval"
+                    };
+                    self.change(now, State::Master, why, &mut out);
                 }
             }
             (State::Master, Event::Tick) => {
@@ -176,6 +179,7 @@ impl Instance {
                     ..
                 },
             ) => {
+                self.master_left = priority == 0;
                 if priority == 0 {
                     // RFC 5798 6.4.2: the master is leaving; take over after Skew_Time.
                     self.master_down_at = Some(now + self.skew());

@@ -12,6 +12,7 @@ mod drill_cmd;
 mod faults;
 mod logging;
 mod notify;
+mod vip;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
