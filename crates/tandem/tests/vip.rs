@@ -484,3 +484,90 @@ fn leader_mode_one_holder_at_every_sample_through_a_partition() {
     assert!(samples > 50, "too few samples: {samples}");
     l.wait_one_master();
 }
+
+// ===== keepalived.conf import =====
+
+#[test]
+fn check_keepalived_prints_a_config_that_tandem_accepts() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let conf = dir.path().join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        r#"
+global_defs {
+    router_id edge1
+}
+vrrp_script chk_nginx {
+    script "/usr/bin/pgrep nginx"
+    interval 1
+    weight -30
+}
+vrrp_instance VI_1 {
+    state MASTER
+    interface eth0
+    virtual_router_id 51
+    priority 150
+    advert_int 1
+    authentication {
+        auth_type PASS
+        auth_pass 1111
+    }
+    virtual_ipaddress {
+        192.168.10.100/24
+    }
+    track_script {
+        chk_nginx
+    }
+    notify_master "/usr/local/bin/became-master"
+}
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(bin())
+        .args(["check", "--keepalived"])
+        .arg(&conf)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let toml = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "[[vip]]",
+        "name = \"VI_1\"",
+        "vrid = 51",
+        "version = 2",
+        "priority = 150",
+        "addresses = [\"192.168.10.100/24\"]",
+        "[[vip.track]]",
+        "weight = -30",
+    ] {
+        assert!(toml.contains(want), "{want} missing:\n{toml}");
+    }
+    // The output is a config `tandem check` accepts as it is.
+    let file = dir.path().join("tandem.toml");
+    std::fs::write(&file, &toml).unwrap_or_else(|e| panic!("{e}"));
+    let st = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&file)
+        .status();
+    assert!(st.is_ok_and(|s| s.success()));
+
+    // Bad input: exit 2, file and line named, nothing printed on stdout.
+    std::fs::write(&conf, "vrrp_instance VI_1 {\n    interface eth0\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(bin())
+        .args(["check", "--keepalived"])
+        .arg(&conf)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("keepalived.conf:1:") && err.contains("never closed"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
