@@ -75,6 +75,8 @@ pub struct Instance {
     master_adver_cs: u16,
     master_down_at: Option<Instant>,
     adver_at: Option<Instant>,
+    /// The master said it is leaving (priority 0): the takeover reason says so.
+    master_left: bool,
 }
 
 fn cs(n: u32) -> Duration {
@@ -90,11 +92,17 @@ impl Instance {
             state: State::Initialize,
             master_down_at: None,
             adver_at: None,
+            master_left: false,
         }
     }
 
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// Turn preemption on or off (a preempt delay keeps it off for a while after startup).
+    pub fn set_preempt(&mut self, preempt: bool) {
+        self.cfg.preempt = preempt;
     }
 
     pub fn priority(&self) -> u8 {
@@ -135,23 +143,24 @@ impl Instance {
                     self.change(now, State::Backup, "started", &mut out);
                 }
             }
-            (State::Initialize, _) | (_, Event::Startup) => {}
-            (_, Event::Shutdown) => self.change(now, State::Initialize, "shutting down", &mut out),
             (_, Event::Priority(p)) => {
+                // Also while out of service, so a restart uses the tracked priority.
                 self.priority = p;
                 if self.state == State::Master {
                     // Tell the others at once, so a higher backup can preempt.
                     out.push(Action::Send { priority: p });
                 }
             }
+            (State::Initialize, _) | (_, Event::Startup) => {}
+            (_, Event::Shutdown) => self.change(now, State::Initialize, "shutting down", &mut out),
             (State::Backup, Event::Tick) => {
                 if self.master_down_at.is_some_and(|t| now >= t) {
-                    self.change(
-                        now,
-                        State::Master,
-                        "no advertisement within Master_Down_Interval",
-                        &mut out,
-                    );
+                    let why = if self.master_left {
+                        "the master left (priority 0 advertisement)"
+                    } else {
+                        "no advertisement within Master_Down_Interval"
+                    };
+                    self.change(now, State::Master, why, &mut out);
                 }
             }
             (State::Master, Event::Tick) => {
@@ -170,6 +179,7 @@ impl Instance {
                     ..
                 },
             ) => {
+                self.master_left = priority == 0;
                 if priority == 0 {
                     // RFC 5798 6.4.2: the master is leaving; take over after Skew_Time.
                     self.master_down_at = Some(now + self.skew());

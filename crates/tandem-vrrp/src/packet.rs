@@ -53,6 +53,82 @@ pub enum DropReason {
     Vrid,
     #[error("advertisement interval differs from ours (v2)")]
     Interval,
+    #[error("sender is not a configured unicast peer")]
+    Source,
+    #[error("sent to an address that is neither 224.0.0.18 nor ours")]
+    Destination,
+    #[error("not a well-formed IPv4 packet carrying VRRP")]
+    Ip,
+}
+
+impl DropReason {
+    /// The `reason` label in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Short => "short",
+            DropReason::Truncated => "truncated",
+            DropReason::Version => "version",
+            DropReason::Type => "type",
+            DropReason::Checksum => "checksum",
+            DropReason::AddressCount => "address_count",
+            DropReason::Auth => "auth",
+            DropReason::Ttl => "ttl",
+            DropReason::Vrid => "vrid",
+            DropReason::Interval => "interval",
+            DropReason::Source => "source",
+            DropReason::Destination => "destination",
+            DropReason::Ip => "ip",
+        }
+    }
+
+    /// Every reason, for creating the series up front.
+    pub const ALL: [DropReason; 13] = [
+        DropReason::Short,
+        DropReason::Truncated,
+        DropReason::Version,
+        DropReason::Type,
+        DropReason::Checksum,
+        DropReason::AddressCount,
+        DropReason::Auth,
+        DropReason::Ttl,
+        DropReason::Vrid,
+        DropReason::Interval,
+        DropReason::Source,
+        DropReason::Destination,
+        DropReason::Ip,
+    ];
+}
+
+/// The parts of an IPv4 header a VRRP receiver checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpInfo {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+}
+
+/// Split a packet read from a raw IPv4 socket into its header facts and the VRRP payload.
+pub fn split_ipv4(b: &[u8]) -> Result<(IpInfo, &[u8]), DropReason> {
+    if b.len() < 20 || b[0] >> 4 != 4 {
+        return Err(DropReason::Ip);
+    }
+    let ihl = usize::from(b[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([b[2], b[3]]));
+    if ihl < 20 || b.len() < ihl || b[9] != 112 {
+        return Err(DropReason::Ip);
+    }
+    // The kernel hands raw sockets the whole datagram; trust the shorter of the two lengths.
+    let end = if total >= ihl {
+        total.min(b.len())
+    } else {
+        b.len()
+    };
+    let info = IpInfo {
+        src: Ipv4Addr::new(b[12], b[13], b[14], b[15]),
+        dst: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
+        ttl: b[8],
+    };
+    Ok((info, &b[ihl..end]))
 }
 
 const V2_AUTH_LEN: usize = 8;

@@ -27,6 +27,8 @@ pub struct Config {
     pub service: Option<ServiceConfig>,
     #[serde(default)]
     pub notify: Vec<crate::notify::NotifyConfig>,
+    #[serde(default)]
+    pub vip: Vec<tandem_vrrp::VipConfig>,
 }
 
 /// `[admin]`: the HTTP API for status, metrics and control.
@@ -163,10 +165,18 @@ impl Config {
             self.cluster.as_ref(),
             self.service.as_ref(),
         ));
-        if self.admin.is_none() && self.frontend.is_empty() && self.cluster.is_none() {
+        issues.extend(tandem_vrrp::config::validate(
+            &self.vip,
+            self.node.is_some() && self.cluster.is_some(),
+        ));
+        if self.admin.is_none()
+            && self.frontend.is_empty()
+            && self.cluster.is_none()
+            && self.vip.is_empty()
+        {
             issues.push(Issue::new(
                 "",
-                "nothing to run: add [admin], a [[frontend]] or [cluster]",
+                "nothing to run: add [admin], a [[frontend]], [cluster] or a [[vip]]",
             ));
         }
         issues

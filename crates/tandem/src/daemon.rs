@@ -80,6 +80,9 @@ impl Reloader {
             if new.runtime.threads != current.runtime.threads {
                 return Err("[runtime] threads changed: that needs a restart".to_string());
             }
+            if new.vip != current.vip {
+                return Err("[[vip]] changed: that needs a restart".to_string());
+            }
             if new.notify != current.notify {
                 return Err("[[notify]] changed: that needs a restart".to_string());
             }
@@ -172,7 +175,15 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
         Some((_, l)) => Some(l.local_addr()?),
         None => None,
     };
+    let vrrp_metrics = tandem_vrrp::VrrpMetrics::register(&mut registry);
     let cluster = ClusterRuntime::start(&config, api_addr, &events, &mut registry).await?;
+    let vips = crate::vip::VipRuntime::start(
+        &config.vip,
+        cluster.as_ref().map(|c| c.handle.clone()),
+        &events,
+        &vrrp_metrics,
+    )
+    .await?;
     let stop = Shutdown::new();
     let admin_task = match admin_listener {
         Some((addr, listener)) => {
@@ -211,7 +222,9 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     let deadline = reloader
         .drain_timeout()
         .unwrap_or(config.runtime.drain_timeout.get());
-    // The lease goes first, so another node can take over while this one drains.
+    // Virtual addresses go first (a master sends priority 0 for a fast takeover), then the
+    // lease, so another node can take over while this one drains.
+    vips.stop().await;
     if let Some(c) = cluster {
         c.stop().await;
     }

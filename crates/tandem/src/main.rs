@@ -12,6 +12,7 @@ mod drill_cmd;
 mod faults;
 mod logging;
 mod notify;
+mod vip;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,9 +46,13 @@ enum Command {
         config: PathBuf,
     },
     /// Validate a config file; nothing is started or bound. Exit 0 when valid, 2 when not.
+    /// With --keepalived, print the [[vip]] sections equivalent to a keepalived.conf instead.
     Check {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[arg(long, short, required_unless_present = "keepalived")]
+        config: Option<PathBuf>,
+        /// A keepalived.conf whose vrrp_instance blocks are printed as [[vip]] TOML.
+        #[arg(long, conflicts_with = "config")]
+        keepalived: Option<PathBuf>,
     },
     /// Talk to a running node's admin API.
     Ctl {
@@ -128,7 +133,14 @@ fn main() -> ExitCode {
             println!("tandem {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check {
+            keepalived: Some(file),
+            ..
+        } => import_keepalived(&file),
+        Command::Check {
+            config: Some(config),
+            ..
+        } => match Config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
@@ -138,6 +150,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Check { .. } => {
+            eprintln!("tandem check: give --config FILE or --keepalived FILE");
+            ExitCode::from(2)
+        }
         Command::Run { config: path } => {
             let config = match Config::load(&path) {
                 Ok(c) => c,
@@ -259,4 +275,32 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `tandem check --keepalived FILE`: print the equivalent `[[vip]]` sections, checked by the
+/// same validation as a config file.
+fn import_keepalived(file: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: cannot read: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let toml = match tandem_vrrp::import::keepalived_to_toml(&text) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}:{}: {}", file.display(), e.line, e.message);
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = Config::parse(std::path::Path::new("imported.toml"), &toml) {
+        eprintln!(
+            "{}: the imported configuration is not valid:\n{e}\n{toml}",
+            file.display()
+        );
+        return ExitCode::from(2);
+    }
+    print!("{toml}");
+    ExitCode::SUCCESS
 }

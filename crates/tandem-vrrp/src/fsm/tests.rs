@@ -82,6 +82,22 @@ fn priority_zero_means_take_over_after_skew() {
     let skew = i.skew();
     let a = i.handle(t0 + ms(100) + skew, Event::Tick);
     assert_eq!(changed_to(&a), Some(State::Master));
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::Changed { reason, .. } if reason.contains("priority 0"))),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn tracked_priority_holds_while_out_of_service() {
+    let t0 = Instant::now();
+    let mut i = inst(100, true);
+    i.handle(t0, Event::Startup);
+    i.handle(t0, Event::Shutdown);
+    i.handle(t0, Event::Priority(80));
+    i.handle(t0, Event::Startup);
+    assert_eq!((i.state(), i.priority()), (State::Backup, 80));
 }
 
 #[test]

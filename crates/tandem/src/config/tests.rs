@@ -227,3 +227,35 @@ fn tempfile_dir(tag: &str) -> std::path::PathBuf {
     let _ = std::fs::create_dir_all(&dir);
     dir
 }
+
+const VIP: &str = r#"
+[[vip]]
+interface = "eth0"
+address = "10.0.0.100/24"
+vrid = 51
+priority = 100
+advert_int = "1s"
+version = 3
+"#;
+
+#[test]
+fn vip_sections_are_validated() {
+    let c = parse(VIP).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.vip[0].vrid, Some(51));
+    let e = error_of(&VIP.replace("priority = 100", "priority = 0"));
+    assert!(e.starts_with("tandem.toml:6: vip[0].priority"), "{e}");
+    let e = error_of(&VIP.replace("version = 3", "version = 2\nadvert_int_x = 1"));
+    assert!(e.contains("advert_int_x"), "unknown keys are refused: {e}");
+    let e = error_of(
+        &VIP.replace("advert_int = \"1s\"", "advert_int = \"1500ms\"")
+            .replace("version = 3", "version = 2"),
+    );
+    assert!(
+        e.contains("vip[0].advert_int") && e.contains("whole seconds"),
+        "{e}"
+    );
+    let e = error_of(&VIP.replace("\"10.0.0.100/24\"", "\"10.0.0.300/24\""));
+    assert!(e.starts_with("tandem.toml:4: vip[0].address"), "{e}");
+    let e = error_of(&VIP.replace("vrid = 51", "mode = \"leader\""));
+    assert!(e.contains("vip[0].mode") && e.contains("[cluster]"), "{e}");
+}
