@@ -305,17 +305,226 @@ old_primary_acks = 0
     )
 }
 
-/// Run the demo; `Ok(true)` when its drill met its objectives.
-pub async fn run(duration: Option<Duration>, keep: bool, postgres: bool) -> anyhow::Result<bool> {
-    if postgres {
-        anyhow::bail!(
-            "--postgres is not available in this version (PostgreSQL management comes later)"
-        );
+/// `--postgres`: a second three-node cluster, each node running PostgreSQL.
+struct PgDemo {
+    bin_dir: PathBuf,
+    os_user: String,
+    peer: [u16; 3],
+    admin: [u16; 3],
+    pg: [u16; 3],
+    lb: u16,
+}
+
+impl PgDemo {
+    /// Find PostgreSQL's server programs and the user to run them as, or say how to get them.
+    fn find() -> anyhow::Result<PgDemo> {
+        let bin_dir = find_pg_bin().ok_or_else(|| {
+            anyhow::anyhow!(
+                "--postgres needs PostgreSQL's server programs (postgres, initdb, pg_basebackup, \
+                 pg_rewind, pg_controldata), found in neither /usr/lib/postgresql/*/bin nor \
+                 `pg_config --bindir`. Install them, e.g. `sudo apt-get install postgresql` on \
+                 Debian and Ubuntu or `sudo dnf install postgresql-server` on Fedora, then run \
+                 `tandem demo --postgres` again"
+            )
+        })?;
+        let euid = tandem_cluster::postgres::sys::euid().unwrap_or(0);
+        let os_user = if euid == 0 {
+            // PostgreSQL refuses to run as root: it runs as "postgres".
+            tandem_cluster::postgres::sys::lookup_user("postgres").map_err(|e| {
+                anyhow::anyhow!("{e}: --postgres as root runs PostgreSQL as the user postgres (the postgresql package creates it)")
+            })?;
+            "postgres".to_string()
+        } else {
+            let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            text.lines()
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.len() > 2 && f[2] == euid.to_string()).then(|| f[0].to_string())
+                })
+                .ok_or_else(|| anyhow::anyhow!("uid {euid} is not in /etc/passwd"))?
+        };
+        let mut picker = tandem_core::ports::PortPicker::new();
+        let mut held = Vec::new();
+        let mut next = || -> anyhow::Result<u16> {
+            let (port, l) = picker
+                .pick()
+                .ok_or_else(|| anyhow::anyhow!("no free port on 127.0.0.1 below 32000"))?;
+            held.push(l);
+            Ok(port)
+        };
+        Ok(PgDemo {
+            bin_dir,
+            os_user,
+            peer: [next()?, next()?, next()?],
+            admin: [next()?, next()?, next()?],
+            pg: [next()?, next()?, next()?],
+            lb: next()?,
+        })
     }
+
+    fn node_config(&self, i: usize, dir: &Path) -> String {
+        let peers = (0..3)
+            .map(|j| format!("pg{} = \"127.0.0.1:{}\"", j + 1, self.peer[j]))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let d = dir.display();
+        let n = i + 1;
+        format!(
+            r#"# PostgreSQL node pg{n}: runs PostgreSQL on port {pg}; the lease decides the primary.
+[admin]
+listen = "127.0.0.1:{admin}"
+token_file = "{d}/token"
+
+[node]
+name = "pg{n}"
+data_dir = "{d}/pg{n}"
+
+[cluster]
+name = "demo-pg"
+listen = "127.0.0.1:{peer}"
+peers = {{ {peers} }}
+lease_ttl = "1s"
+secret_file = "{d}/secret"
+
+[service]
+kind = "postgres"
+bin_dir = "{bin}"
+data_dir = "{d}/pgdata{n}"
+listen = "127.0.0.1:{pg}"
+os_user = "{user}"
+synchronous = "on"
+parameters = {{ max_connections = "50", shared_buffers = "32MB" }}
+"#,
+            admin = self.admin[i],
+            peer = self.peer[i],
+            pg = self.pg[i],
+            bin = self.bin_dir.display(),
+            user = self.os_user,
+        )
+    }
+
+    /// The load balancer's TCP frontend that follows the PostgreSQL primary.
+    fn lb_section(&self) -> String {
+        let servers: String = (0..3)
+            .map(|i| {
+                format!(
+                    "\n[[backend.server]]\nname = \"pg{}\"\naddress = \"127.0.0.1:{}\"\ncheck_address = \"127.0.0.1:{}\"\n",
+                    i + 1,
+                    self.pg[i],
+                    self.admin[i]
+                )
+            })
+            .collect();
+        format!(
+            r#"
+# PostgreSQL clients connect here and reach the primary (its node's /primary answers 200).
+[[frontend]]
+name = "postgres"
+listen = "127.0.0.1:{lb}"
+mode = "tcp"
+backend = "postgres"
+
+[[backend]]
+name = "postgres"
+connect_timeout = "500ms"
+[backend.health]
+check = "http"
+path = "/primary"
+expect = "200"
+interval = "100ms"
+timeout = "200ms"
+fall = 1
+rise = 1
+{servers}"#,
+            lb = self.lb
+        )
+    }
+
+    fn scenario(&self, dir: &Path) -> String {
+        let nodes = (0..3)
+            .map(|i| format!("pg{} = \"127.0.0.1:{}\"", i + 1, self.admin[i]))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            r#"name = "kill-postgres-primary"
+description = "SIGKILL the tandem agent of the PostgreSQL primary while clients insert rows"
+
+[target]
+postgres = "host=127.0.0.1 port={lb} user={user} dbname=postgres"
+
+[workload]
+kind = "writes"
+concurrency = 2
+rate = 100
+duration = "10s"
+timeout = "3s"
+
+[fault]
+kind = "sigkill"
+at = "3s"
+node = "primary"
+
+[watch]
+nodes = {{ {nodes} }}
+token_file = "{d}/token"
+
+[objectives]
+rto = "6s"
+rpo = 0
+"#,
+            lb = self.lb,
+            user = self.os_user,
+            d = dir.display()
+        )
+    }
+}
+
+/// PostgreSQL's server programs: the newest /usr/lib/postgresql/N/bin, else `pg_config`'s.
+fn find_pg_bin() -> Option<PathBuf> {
+    let has_all = |d: &Path| {
+        tandem_cluster::postgres::PROGRAMS
+            .iter()
+            .all(|p| d.join(p).is_file())
+    };
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            Some((v, e.path().join("bin")))
+        })
+        .filter(|(_, d)| has_all(d))
+        .collect();
+    versions.sort();
+    if let Some((_, d)) = versions.pop() {
+        return Some(d);
+    }
+    let out = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()?;
+    let d = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    (out.status.success() && has_all(&d)).then_some(d)
+}
+
+/// Run the demo; `Ok(true)` when its drills met their objectives.
+pub async fn run(duration: Option<Duration>, keep: bool, postgres: bool) -> anyhow::Result<bool> {
+    let pg = if postgres {
+        Some(PgDemo::find()?)
+    } else {
+        None
+    };
     let exe = std::env::current_exe().context("finding the tandem binary")?;
     let dir = std::env::temp_dir().join(format!("tandem-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = run_in(&exe, &dir, duration).await;
+    if pg.is_some() {
+        // PostgreSQL runs as another user: it must reach its data directories.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("opening {}", dir.display()))?;
+    }
+    let result = run_in(&exe, &dir, duration, pg.as_ref()).await;
     if keep {
         println!("kept {}", dir.display());
     } else {
@@ -324,7 +533,12 @@ pub async fn run(duration: Option<Duration>, keep: bool, postgres: bool) -> anyh
     result
 }
 
-async fn run_in(exe: &Path, dir: &Path, duration: Option<Duration>) -> anyhow::Result<bool> {
+async fn run_in(
+    exe: &Path,
+    dir: &Path,
+    duration: Option<Duration>,
+    pg: Option<&PgDemo>,
+) -> anyhow::Result<bool> {
     let p = Ports::pick()?;
     std::fs::write(
         dir.join("secret"),
@@ -383,8 +597,26 @@ async fn run_in(exe: &Path, dir: &Path, duration: Option<Duration>) -> anyhow::R
             dir.join(format!("n{}.log", i + 1)),
         ));
     }
+    if let Some(pg) = pg {
+        for i in 0..3 {
+            let cfg = dir.join(format!("pg{}.toml", i + 1));
+            std::fs::write(&cfg, pg.node_config(i, dir))?;
+            let args = vec!["run".into(), "--config".into(), cfg.display().to_string()];
+            procs.push(Supervised::start(
+                &format!("pg{}", i + 1),
+                exe,
+                args,
+                dir.join(format!("pg{}.log", i + 1)),
+            ));
+        }
+        std::fs::write(dir.join("kill-postgres-primary.toml"), pg.scenario(dir))?;
+    }
     let lb = dir.join("lb.toml");
-    std::fs::write(&lb, lb_config(&p))?;
+    let mut lb_text = lb_config(&p);
+    if let Some(pg) = pg {
+        lb_text.push_str(&pg.lb_section());
+    }
+    std::fs::write(&lb, lb_text)?;
     procs.push(Supervised::start(
         "lb",
         exe,
@@ -394,7 +626,7 @@ async fn run_in(exe: &Path, dir: &Path, duration: Option<Duration>) -> anyhow::R
     let scenario_path = dir.join("kill-primary.toml");
     std::fs::write(&scenario_path, scenario(&p, dir))?;
 
-    let outcome = demo_body(&p, dir, &scenario_path, duration).await;
+    let outcome = demo_body(&p, dir, &scenario_path, duration, pg).await;
     println!("\nstopping {} processes...", procs.len());
     for s in procs.iter().rev() {
         s.stop().await;
@@ -408,6 +640,7 @@ async fn demo_body(
     dir: &Path,
     scenario_path: &Path,
     duration: Option<Duration>,
+    pg: Option<&PgDemo>,
 ) -> anyhow::Result<bool> {
     let admins: Vec<String> = p.admin.iter().map(|a| format!("127.0.0.1:{a}")).collect();
     println!(
@@ -431,6 +664,22 @@ async fn demo_body(
         "  active-passive (app):     http://127.0.0.1:{}/   (follows the lease)",
         p.lb_app
     );
+    if let Some(pg) = pg {
+        println!(
+            "  PostgreSQL cluster pg1 pg2 pg3 ({}, synchronous), servers on ports {} {} {}, admin APIs 127.0.0.1:{} {} {}",
+            pg.bin_dir.display(),
+            pg.pg[0],
+            pg.pg[1],
+            pg.pg[2],
+            pg.admin[0],
+            pg.admin[1],
+            pg.admin[2]
+        );
+        println!(
+            "  PostgreSQL primary via the load balancer: psql -h 127.0.0.1 -p {} -U {} postgres",
+            pg.lb, pg.os_user
+        );
+    }
     println!("  dashboard (open it in a browser): http://{}/", admins[0]);
     println!("  try: tandem ctl --admin 127.0.0.1:{} status", p.admin[0]);
     println!("waiting for the cluster to elect a primary...");
@@ -478,6 +727,10 @@ async fn demo_body(
     let verdict = drill_cmd::run(&s, 1, Some(&json), Some(&html)).await?;
     let roles = std::fs::read_to_string(dir.join("roles.log")).unwrap_or_default();
     println!("\nrole changes (from the promote/demote hooks):\n{roles}");
+    let mut passed = matches!(verdict, Verdict::Passed);
+    if let Some(pg) = pg {
+        passed &= pg_drill(pg, dir).await?;
+    }
     match duration {
         Some(d) => {
             println!(
@@ -494,6 +747,53 @@ async fn demo_body(
             stop_signal().await;
         }
     }
+    Ok(passed)
+}
+
+/// Wait for the PostgreSQL cluster, then run the kill-postgres-primary drill.
+async fn pg_drill(pg: &PgDemo, dir: &Path) -> anyhow::Result<bool> {
+    println!("\nwaiting for the PostgreSQL cluster (initdb, then two clones)...");
+    let nodes = (0..3)
+        .map(|i| (format!("pg{}", i + 1), format!("127.0.0.1:{}", pg.admin[i])))
+        .collect();
+    let deadline = tandem_core::clock::now() + Duration::from_secs(120);
+    loop {
+        let primary = tandem_drill::fault::current_primary(&nodes).await;
+        // Both replicas stream before the drill starts.
+        let mut streaming = 0;
+        for i in 0..3 {
+            let r = tandem_drill::client::Conn::new(&format!("127.0.0.1:{}", pg.admin[i]))
+                .request("GET", "/replica", None, Duration::from_secs(1))
+                .await;
+            if matches!(r, tandem_drill::client::Outcome::Status(200, _)) {
+                streaming += 1;
+            }
+        }
+        if let (Some(pr), 2) = (&primary, streaming) {
+            println!("PostgreSQL primary: {pr}; two replicas stream from it");
+            break;
+        }
+        if tandem_core::clock::now() > deadline {
+            anyhow::bail!(
+                "the PostgreSQL cluster did not come up in 120 s; see pg1.log .. pg3.log and pg*/postgresql.log in {}",
+                dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let path = dir.join("kill-postgres-primary.toml");
+    let s = drill_cmd::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "\nrunning the kill-postgres-primary drill (scenario {}):",
+        path.display()
+    );
+    let verdict = drill_cmd::run(
+        &s,
+        1,
+        Some(&dir.join("report-postgres.json")),
+        Some(&dir.join("report-postgres.html")),
+    )
+    .await?;
     Ok(matches!(verdict, Verdict::Passed))
 }
 

@@ -163,7 +163,8 @@ fn every_step_is_tested() {
             "active-passive",
             "rpo",
             "quorum",
-            "monitoring"
+            "monitoring",
+            "postgres"
         ]
     );
 }
@@ -250,4 +251,19 @@ fn step_monitoring() {
     assert!(out.contains("\"kind\":\"lease_holder_changed\""), "{out}");
     assert!(out.contains("alert:"), "{out}");
     assert!(out.contains("\"kind\""), "{out}");
+}
+
+#[test]
+fn step_postgres() {
+    let out = run_step("postgres");
+    assert!(out.contains("1 run(s), PASSED"), "{out}");
+    assert!(out.contains("objective rpo: wanted 0, got 0"), "{out}");
+    assert!(
+        out.lines().any(|l| l.trim() == "f"),
+        "psql did not reach the primary: {out}"
+    );
+    assert!(
+        out.contains("replicas streaming: 2"),
+        "the killed node did not rejoin: {out}"
+    );
 }
