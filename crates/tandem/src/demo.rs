@@ -135,6 +135,16 @@ struct Ports {
 }
 
 impl Ports {
+    fn all(&self) -> Vec<u16> {
+        let mut v = Vec::new();
+        v.extend(self.peer);
+        v.extend(self.admin);
+        v.extend(self.svc);
+        v.extend(self.web);
+        v.extend([self.lb_admin, self.lb_web, self.lb_app]);
+        v
+    }
+
     fn pick() -> anyhow::Result<Ports> {
         // Held together until all are chosen, so no two are the same.
         let mut picker = tandem_core::ports::PortPicker::new();
@@ -317,7 +327,7 @@ struct PgDemo {
 
 impl PgDemo {
     /// Find PostgreSQL's server programs and the user to run them as, or say how to get them.
-    fn find() -> anyhow::Result<PgDemo> {
+    fn find(taken: &Ports) -> anyhow::Result<PgDemo> {
         let bin_dir = find_pg_bin().ok_or_else(|| {
             anyhow::anyhow!(
                 "--postgres needs PostgreSQL's server programs (postgres, initdb, pg_basebackup, \
@@ -343,14 +353,19 @@ impl PgDemo {
                 })
                 .ok_or_else(|| anyhow::anyhow!("uid {euid} is not in /etc/passwd"))?
         };
+        let taken = taken.all();
         let mut picker = tandem_core::ports::PortPicker::new();
         let mut held = Vec::new();
         let mut next = || -> anyhow::Result<u16> {
-            let (port, l) = picker
-                .pick()
-                .ok_or_else(|| anyhow::anyhow!("no free port on 127.0.0.1 below 32000"))?;
-            held.push(l);
-            Ok(port)
+            loop {
+                let (port, l) = picker
+                    .pick()
+                    .ok_or_else(|| anyhow::anyhow!("no free port on 127.0.0.1 below 32000"))?;
+                held.push(l);
+                if !taken.contains(&port) {
+                    return Ok(port);
+                }
+            }
         };
         Ok(PgDemo {
             bin_dir,
@@ -510,8 +525,9 @@ fn find_pg_bin() -> Option<PathBuf> {
 
 /// Run the demo; `Ok(true)` when its drills met their objectives.
 pub async fn run(duration: Option<Duration>, keep: bool, postgres: bool) -> anyhow::Result<bool> {
+    let ports = Ports::pick()?;
     let pg = if postgres {
-        Some(PgDemo::find()?)
+        Some(PgDemo::find(&ports)?)
     } else {
         None
     };
@@ -524,7 +540,7 @@ pub async fn run(duration: Option<Duration>, keep: bool, postgres: bool) -> anyh
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
             .with_context(|| format!("opening {}", dir.display()))?;
     }
-    let result = run_in(&exe, &dir, duration, pg.as_ref()).await;
+    let result = run_in(&exe, &dir, duration, ports, pg.as_ref()).await;
     if keep {
         println!("kept {}", dir.display());
     } else {
@@ -537,9 +553,9 @@ async fn run_in(
     exe: &Path,
     dir: &Path,
     duration: Option<Duration>,
+    p: Ports,
     pg: Option<&PgDemo>,
 ) -> anyhow::Result<bool> {
-    let p = Ports::pick()?;
     std::fs::write(
         dir.join("secret"),
         format!(

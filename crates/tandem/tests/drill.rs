@@ -40,6 +40,31 @@ fn the_demo_runs_a_passing_drill_and_cleans_up() {
     );
 }
 
+/// `--postgres` adds a PostgreSQL cluster and a drill that loses no committed row.
+#[test]
+fn the_demo_with_postgres_runs_both_drills() {
+    let mut demo = Proc::spawn("demo", {
+        let mut c = Command::new(bin());
+        c.args(["demo", "--duration", "1", "--postgres"]);
+        c
+    });
+    let status = demo
+        .wait_exit(Duration::from_secs(240))
+        .unwrap_or_else(|| panic!("the demo did not finish: {:?}", demo.output()));
+    let out = demo.output().join("\n");
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("drill kill-postgres-primary: 1 run(s), PASSED"),
+        "{out}"
+    );
+    assert_eq!(out.matches("1 run(s), PASSED").count(), 2, "{out}");
+    assert!(
+        out.contains("writes: ") && !out.contains("objective rpo: wanted 0, got 1"),
+        "{out}"
+    );
+    assert!(out.contains("PostgreSQL primary: pg"), "{out}");
+}
+
 /// The demo's cluster as a fixture for other drills.
 struct Fixture {
     demo: Proc,
