@@ -455,10 +455,45 @@ async fn switchover(
             )
         }
     };
-    match c.switchover(&body.to).await {
-        Ok(st) => Json(st).into_response(),
-        Err(e) => request_error(e),
+    let started = tandem_core::clock::now();
+    let st = match c.switchover(&body.to).await {
+        Ok(st) => st,
+        Err(e) => return request_error(e),
+    };
+    // The lease has moved; the target serves once its service (PostgreSQL: its promotion) is
+    // ready. Until then writes were refused: report how long at most.
+    let api = st
+        .members
+        .iter()
+        .find(|m| m.name == body.to)
+        .map(|m| m.api.clone())
+        .unwrap_or_default();
+    let ep = crate::ctl::Endpoint {
+        addr: api,
+        token: None,
+    };
+    let deadline = started + std::time::Duration::from_secs(30);
+    let mut ready = None;
+    while tandem_core::clock::now() < deadline && !ep.addr.is_empty() {
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            crate::ctl::request(&ep, "GET", "/primary", None),
+        )
+        .await;
+        if matches!(r, Ok(Ok((code, _))) if code.is_success()) {
+            ready = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+    let mut v = serde_json::to_value(&st).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "downtime_ms".into(),
+            json!(ready.map(|d| d.as_millis() as u64)),
+        );
+    }
+    Json(v).into_response()
 }
 
 async fn set_paused(ctx: AdminCtx, headers: HeaderMap, paused: bool) -> Response {

@@ -454,6 +454,10 @@ fn postgres_bootstraps_replicates_and_switches_over_without_losing_writes() {
         r.status == 200
     });
     assert!(ok, "switchover refused: {last}");
+    // The answer says for how long writes were refused at most.
+    let answer: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+    assert!(answer["downtime_ms"].is_u64(), "{last}");
+    assert_eq!(answer["lease_holder"], format!("n{}", target + 1));
     assert_eq!(lab.wait_primary(&[0, 1, 2]), target);
     let np = check_no_lost_writes(&lab, api, multi);
     assert_eq!(np, target);
