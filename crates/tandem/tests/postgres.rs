@@ -546,7 +546,16 @@ fn postgres_recovers_when_the_primary_postmaster_is_killed() {
 /// standbys get its last WAL, and even asynchronous replication loses nothing.
 #[test]
 fn postgres_agent_killed_loses_nothing_even_asynchronous() {
-    let mut lab = pg_lab("off");
+    agent_killed("off");
+}
+
+#[test]
+fn postgres_agent_killed_loses_nothing_synchronous() {
+    agent_killed("on");
+}
+
+fn agent_killed(sync: &str) {
+    let mut lab = pg_lab(sync);
     let p = lab.wait_primary(&[0, 1, 2]);
     let writable = Writable::start(lab.ports.clone());
     let (api, multi) = writers(&lab);
@@ -573,7 +582,16 @@ fn postgres_agent_killed_loses_nothing_even_asynchronous() {
 /// PostgreSQL before the lease can pass on, so nothing is written to it afterwards.
 #[test]
 fn postgres_agent_hung_is_fenced_by_the_watchdog() {
-    let lab = pg_lab("off");
+    agent_hung("off");
+}
+
+#[test]
+fn postgres_agent_hung_is_fenced_by_the_watchdog_synchronous() {
+    agent_hung("on");
+}
+
+fn agent_hung(sync: &str) {
+    let lab = pg_lab(sync);
     let p = lab.wait_primary(&[0, 1, 2]);
     let writable = Writable::start(lab.ports.clone());
     let (api, multi) = writers(&lab);
