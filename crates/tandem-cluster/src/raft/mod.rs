@@ -169,7 +169,9 @@ impl RaftDcs {
                 .iter()
                 .map(|(id, n)| (*id, n.addr.clone()))
                 .collect::<BTreeMap<_, _>>();
-            if formed != wanted {
+            // A node that has only been asked for its vote counts as initialized with no
+            // members yet: nothing to compare.
+            if !formed.is_empty() && formed != wanted {
                 return Err(format!(
                     "[cluster] peers differ from the members this cluster was formed with ({formed:?}); \
                      changing members is not supported: restore the original peers, or start every node with an empty data dir"
