@@ -225,6 +225,11 @@ impl Summary {
                         );
                     }
                 }
+                if !w.acked_by.is_empty() {
+                    let by: Vec<String> =
+                        w.acked_by.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                    let _ = writeln!(out, "    acknowledged by: {}", by.join(", "));
+                }
                 for e in &w.old_primary_examples {
                     let _ = writeln!(out, "    {e}");
                 }
