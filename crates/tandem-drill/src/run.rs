@@ -172,7 +172,16 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
                 .and_then(|a| a.get(n).and_then(|v| v.iter().copied().find(|&t| t > from)));
             match (seen, s.watch.nodes.get(n)) {
                 (Some(t), _) => Some(t - f),
-                (None, Some(addr)) => recovery(addr, start).await.map(|r| r - f),
+                (None, Some(addr)) => {
+                    let wait = s.fault.recovery_timeout.get();
+                    if !wait.is_zero() {
+                        eprintln!(
+                            "  waiting up to {} for {n} to answer again (recovery)",
+                            s.fault.recovery_timeout
+                        );
+                    }
+                    recovery(addr, start, wait).await.map(|r| r - f)
+                }
                 (None, None) => None,
             }
         }
@@ -298,9 +307,9 @@ async fn progress_line(
     }
 }
 
-/// Time (ms since start) the node answers `/health` again, waiting up to 20 s.
-async fn recovery(addr: &str, start: Instant) -> Option<f64> {
-    let deadline = clock::now() + Duration::from_secs(20);
+/// Time (ms since start) the node answers `/health` again, waiting up to `wait`.
+async fn recovery(addr: &str, start: Instant, wait: Duration) -> Option<f64> {
+    let deadline = clock::now() + wait;
     while clock::now() < deadline {
         if client::get_json(addr, "/health", Duration::from_millis(300))
             .await

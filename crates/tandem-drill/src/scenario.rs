@@ -115,6 +115,9 @@ fn default_timeout() -> HumanDuration {
 fn default_read_back() -> HumanDuration {
     HumanDuration::from_secs(15)
 }
+fn default_recovery() -> HumanDuration {
+    HumanDuration::from_secs(20)
+}
 fn default_at() -> HumanDuration {
     HumanDuration::from_secs(3)
 }
@@ -152,6 +155,10 @@ pub struct Fault {
     pub pid_file: Option<String>,
     /// disk-full: a tmpfs mount point to fill for `duration`.
     pub path: Option<String>,
+    /// How long after the workload to wait for the faulted node to answer again, if it has
+    /// not yet (a killed node restarted by its service manager); 0 does not wait.
+    #[serde(default = "default_recovery")]
+    pub recovery_timeout: HumanDuration,
 }
 
 /// Where a fault is injected from.

@@ -56,6 +56,9 @@ impl Scenario {
         if w.rate == 0 || w.rate > 100_000 {
             return Err("workload.rate must be between 1 and 100000 requests/s".into());
         }
+        if self.fault.recovery_timeout.get() > Duration::from_secs(600) {
+            return Err("fault.recovery_timeout must be at most 10m".into());
+        }
         if w.read_back_timeout.get() > Duration::from_secs(600) {
             return Err("workload.read_back_timeout must be at most 10m".into());
         }

@@ -53,6 +53,10 @@ fn bad_scenarios_are_refused_before_anything_runs() {
     assert!(err(&OK.replace("127.0.0.1:8080", "10.1.1.1:8080")).contains("outside loopback"));
     assert!(err(&OK.replace("at = \"2s\"", "at = \"20s\"")).contains("inside workload.duration"));
     assert!(
+        err(&OK.replace("at = \"2s\"", "at = \"2s\"\nrecovery_timeout = \"1h\""))
+            .contains("recovery_timeout")
+    );
+    assert!(
         err(&OK.replace("kind = \"sigkill\"", "kind = \"sigstop\"")).contains("duration is needed")
     );
     assert!(
