@@ -219,7 +219,10 @@ impl Summary {
                             w.found,
                             w.lost,
                             w.rpo_ms
-                                .map(|ms| format!(" (over {ms:.0}ms, first {:?})", w.lost_seqs))
+                                .map(|ms| format!(
+                                    " (over {ms:.0}ms, first {:?})",
+                                    &w.lost_seqs[..w.lost_seqs.len().min(3)]
+                                ))
                                 .unwrap_or_default(),
                             w.old_primary_acks
                         );
