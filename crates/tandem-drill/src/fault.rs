@@ -11,8 +11,14 @@ use std::time::Duration;
 use crate::client::{self, Conn, Outcome};
 use crate::scenario::{Fault, FaultKind, Via, Watch};
 
-/// The largest tmpfs a disk-full fault fills (it lives in memory).
-const MAX_FILL_BYTES: u64 = 1 << 30;
+mod disk;
+mod net;
+#[cfg(test)]
+mod tests;
+
+use disk::fill;
+pub use disk::tmpfs_size;
+use net::{netns_addrs, nft_loss};
 
 /// A fault about to be injected: which node and process.
 #[derive(Clone, Debug)]
@@ -120,169 +126,6 @@ fn read_pid_file(file: &Path) -> Result<i32, String> {
     Ok(pid)
 }
 
-/// The size of the tmpfs mounted exactly at `path`, which must have a `size=` of at most 1 GiB.
-pub fn tmpfs_size(path: &Path) -> Result<u64, String> {
-    let real = path
-        .canonicalize()
-        .map_err(|e| format!("fault.path {}: {e}", path.display()))?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
-    // The last mount at a path is the visible one.
-    let mount = info
-        .lines()
-        .filter_map(parse_mountinfo)
-        .rfind(|m| Path::new(&m.0) == real)
-        .ok_or_else(|| {
-            format!(
-                "fault.path {}: not a mount point; disk-full fills only a tmpfs mounted there (mount -t tmpfs -o size=16m tmpfs PATH)",
-                path.display()
-            )
-        })?;
-    if mount.1 != "tmpfs" {
-        return Err(format!(
-            "fault.path {}: a {} file system; disk-full fills only a tmpfs",
-            path.display(),
-            mount.1
-        ));
-    }
-    let size = mount
-        .2
-        .split(',')
-        .find_map(|o| o.strip_prefix("size="))
-        .and_then(parse_size)
-        .ok_or_else(|| {
-            format!(
-                "fault.path {}: the tmpfs has no size= option",
-                path.display()
-            )
-        })?;
-    if size > MAX_FILL_BYTES {
-        return Err(format!(
-            "fault.path {}: the tmpfs is {size} bytes; disk-full fills at most 1 GiB",
-            path.display()
-        ));
-    }
-    Ok(size)
-}
-
-/// (mount point, file system type, super options) of one `/proc/self/mountinfo` line.
-fn parse_mountinfo(line: &str) -> Option<(String, String, String)> {
-    let (left, right) = line.split_once(" - ")?;
-    let point = left.split(' ').nth(4)?;
-    let mut r = right.split(' ');
-    let fstype = r.next()?;
-    let _source = r.next()?;
-    let opts = r.next().unwrap_or("");
-    // Spaces and such are written as octal escapes.
-    let mut out = String::new();
-    let b = point.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            if let Ok(c) = u8::from_str_radix(&point[i + 1..i + 4], 8) {
-                out.push(c as char);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i] as char);
-        i += 1;
-    }
-    Some((out, fstype.to_string(), opts.to_string()))
-}
-
-/// `4096k`, `16m`, `1g` or bytes.
-fn parse_size(s: &str) -> Option<u64> {
-    let (num, mul) = match s.chars().last()? {
-        'k' | 'K' => (&s[..s.len() - 1], 1 << 10),
-        'm' | 'M' => (&s[..s.len() - 1], 1 << 20),
-        'g' | 'G' => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<u64>().ok()?.checked_mul(mul)
-}
-
-/// Fill the file system at `dir` with one file until it is full; returns the file.
-fn fill(dir: &Path, limit: u64) -> Result<PathBuf, String> {
-    use std::io::Write;
-    let file = dir.join(format!(".tandem-drill-fill-{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .open(&file)
-        .map_err(|e| format!("disk-full: creating {}: {e}", file.display()))?;
-    let mut written = 0u64;
-    // Large chunks, then small ones for the rest; bounded by the file system's size.
-    for chunk in [1usize << 20, 4096, 512] {
-        let buf = vec![0u8; chunk];
-        while written <= limit {
-            match f.write(&buf) {
-                Ok(0) => break,
-                Ok(n) => written += n as u64,
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&file);
-                    return Err(format!("disk-full: writing {}: {e}", file.display()));
-                }
-            }
-        }
-    }
-    let _ = f.sync_all();
-    Ok(file)
-}
-
-/// Drop `loss` ("30%") of the packets leaving `iface` in `ns`, as netem's loss does, with an
-/// nftables table of its own (`nft`, Debian package nftables); returns the table's name.
-fn nft_loss(ns: &str, iface: &str, loss: &str) -> Result<String, String> {
-    let pct: f64 = loss
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|_| format!("loss {loss:?} is not a percentage"))?;
-    let per_10k = (pct * 100.0).round().clamp(0.0, 10_000.0) as u32;
-    let rule = if per_10k >= 10_000 {
-        "drop".to_string()
-    } else {
-        format!("numgen random mod 10000 < {per_10k} drop")
-    };
-    let table = format!("tandem_drill_{}", std::process::id());
-    let script = format!(
-        "table netdev {table} {{\n  chain loss {{\n    type filter hook egress device \"{iface}\" priority 0;\n    {rule}\n  }}\n}}\n"
-    );
-    let file = std::env::temp_dir().join(format!("{table}.nft"));
-    std::fs::write(&file, script).map_err(|e| format!("{}: {e}", file.display()))?;
-    let file_arg = file.display().to_string();
-    let r = run("ip", &["netns", "exec", ns, "nft", "-f", &file_arg]);
-    let _ = std::fs::remove_file(&file);
-    match r {
-        Err(e) if e.contains("exec of") => {
-            Err(format!("{e} (nft is in the Debian package nftables)"))
-        }
-        r => r.map(|()| table),
-    }
-}
-
-/// The IPv4 addresses of a namespace's interfaces (global scope).
-fn netns_addrs(ns: &str) -> Result<Vec<String>, String> {
-    let out = std::process::Command::new("ip")
-        .args(["-n", ns, "-4", "-o", "addr", "show", "scope", "global"])
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "ip -n {ns} addr: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            w.find(|x| *x == "inet")?;
-            Some(w.next()?.split('/').next()?.to_string())
-        })
-        .collect())
-}
-
 /// A pid must be a running tandem process on this host.
 fn check_local_tandem(pid: i32) -> Result<(), String> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|_| {
@@ -292,56 +135,6 @@ fn check_local_tandem(pid: i32) -> Result<(), String> {
         return Err(format!("process {pid} is not a tandem process"));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mount_lines_and_sizes() {
-        let line =
-            "36 25 0:32 / /tmp/a\\040b rw,relatime shared:1 - tmpfs tmpfs rw,size=4096k,mode=755";
-        assert_eq!(
-            parse_mountinfo(line),
-            Some((
-                "/tmp/a b".into(),
-                "tmpfs".into(),
-                "rw,size=4096k,mode=755".into()
-            ))
-        );
-        assert_eq!(parse_size("4096k"), Some(4 << 20));
-        assert_eq!(parse_size("1g"), Some(1 << 30));
-        assert_eq!(parse_size("12"), Some(12));
-        assert_eq!(parse_size("x"), None);
-    }
-
-    #[test]
-    fn disk_full_refuses_what_is_not_a_small_tmpfs() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let e = tmpfs_size(dir.path()).err().unwrap_or_default();
-        assert!(e.contains("not a mount point"), "{e}");
-        let e = tmpfs_size(Path::new("/no/such/dir"))
-            .err()
-            .unwrap_or_default();
-        assert!(e.contains("/no/such/dir"), "{e}");
-        let e = tmpfs_size(Path::new("/proc")).err().unwrap_or_default();
-        assert!(e.contains("proc file system"), "{e}");
-    }
-
-    #[test]
-    fn pid_files_are_checked() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let f = dir.path().join("pid");
-        std::fs::write(&f, "abc\n").unwrap_or_else(|e| panic!("{e}"));
-        assert!(read_pid_file(&f).is_err_and(|e| e.contains("not a pid")));
-        std::fs::write(&f, format!("{}\n/data\n", std::process::id()))
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(read_pid_file(&f).is_err_and(|e| e.contains("drill itself")));
-        std::fs::write(&f, "999999999\n").unwrap_or_else(|e| panic!("{e}"));
-        assert!(read_pid_file(&f).is_err_and(|e| e.contains("does not exist")));
-        assert!(read_pid_file(&dir.path().join("none")).is_err());
-    }
 }
 
 #[allow(unsafe_code)]

@@ -6,10 +6,12 @@
 pub mod client;
 pub mod fault;
 pub mod invariants;
+mod measure;
 pub mod pg;
 pub mod report;
 pub mod run;
 pub mod scenario;
+mod target;
 pub mod workload;
 pub mod writes;
 

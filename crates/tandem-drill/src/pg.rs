@@ -116,13 +116,14 @@ impl PgClient {
         Self { cfg, client: None }
     }
 
-    /// One request: `SELECT 1`, or the `INSERT` of `seq` in its own transaction.
+    /// One request: `SELECT 1`, or the `INSERT` of `seq` in its own transaction. A write
+    /// returns the server that committed it, `IP:PORT` (none over a Unix socket).
     pub async fn request(
         &mut self,
         kind: RequestKind,
         seq: u64,
         timeout: Duration,
-    ) -> Result<(), &'static str> {
+    ) -> Result<Option<String>, &'static str> {
         let r = tokio::time::timeout(timeout, self.request_inner(kind, seq)).await;
         let r = r.unwrap_or(Err("timeout"));
         if r.is_err() {
@@ -131,7 +132,11 @@ impl PgClient {
         r
     }
 
-    async fn request_inner(&mut self, kind: RequestKind, seq: u64) -> Result<(), &'static str> {
+    async fn request_inner(
+        &mut self,
+        kind: RequestKind,
+        seq: u64,
+    ) -> Result<Option<String>, &'static str> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = Some(connect(&self.cfg).await?);
         }
@@ -139,14 +144,25 @@ impl PgClient {
             return Err("connect");
         };
         let r = match kind {
-            RequestKind::Reads => c.simple_query("SELECT 1").await.map(|_| ()),
+            RequestKind::Reads => c.simple_query("SELECT 1").await.map(|_| None),
             RequestKind::Writes => c
-                .execute(
-                    "INSERT INTO tandem_drill(seq) VALUES ($1)",
+                .query_one(
+                    "INSERT INTO tandem_drill(seq) VALUES ($1) \
+                     RETURNING host(inet_server_addr()), inet_server_port()",
                     &[&(seq as i64)],
                 )
                 .await
-                .map(|_| ()),
+                .map(|row| {
+                    let addr: Option<String> = row.get(0);
+                    let port: Option<i32> = row.get(1);
+                    addr.zip(port).map(|(a, p)| {
+                        if a.contains(':') {
+                            format!("[{a}]:{p}")
+                        } else {
+                            format!("{a}:{p}")
+                        }
+                    })
+                }),
         };
         r.map_err(|e| classify(&e, false))
     }

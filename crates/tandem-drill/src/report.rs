@@ -219,11 +219,19 @@ impl Summary {
                             w.found,
                             w.lost,
                             w.rpo_ms
-                                .map(|ms| format!(" (over {ms:.0}ms, first {:?})", w.lost_seqs))
+                                .map(|ms| format!(
+                                    " (over {ms:.0}ms, first {:?})",
+                                    &w.lost_seqs[..w.lost_seqs.len().min(3)]
+                                ))
                                 .unwrap_or_default(),
                             w.old_primary_acks
                         );
                     }
+                }
+                if !w.acked_by.is_empty() {
+                    let by: Vec<String> =
+                        w.acked_by.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                    let _ = writeln!(out, "    acknowledged by: {}", by.join(", "));
                 }
                 for e in &w.old_primary_examples {
                     let _ = writeln!(out, "    {e}");

@@ -10,11 +10,13 @@ use tandem_core::clock::{self, Instant};
 
 use crate::client::{self, Conn, Outcome};
 use crate::fault;
-use crate::invariants::{analyse, Sample};
-use crate::report::{Latency, Objective, RunReport, Timeline};
-use crate::scenario::{FaultKind, RequestKind, Scenario, TargetKind};
-use crate::workload::{self, Progress, Request};
-use crate::writes::{self, WriteReport};
+use crate::invariants::Sample;
+use crate::measure::{build, holders};
+use crate::report::{Objective, RunReport};
+use crate::scenario::{FaultKind, RequestKind, Scenario};
+use crate::target::{prepare_target, read_back};
+use crate::workload::{self, Progress};
+use crate::writes;
 use crate::DrillError;
 
 type Samples = Arc<Mutex<BTreeMap<String, Vec<Sample>>>>;
@@ -170,7 +172,16 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
                 .and_then(|a| a.get(n).and_then(|v| v.iter().copied().find(|&t| t > from)));
             match (seen, s.watch.nodes.get(n)) {
                 (Some(t), _) => Some(t - f),
-                (None, Some(addr)) => recovery(addr, start).await.map(|r| r - f),
+                (None, Some(addr)) => {
+                    let wait = s.fault.recovery_timeout.get();
+                    if !wait.is_zero() {
+                        eprintln!(
+                            "  waiting up to {} for {n} to answer again (recovery)",
+                            s.fault.recovery_timeout
+                        );
+                    }
+                    recovery(addr, start, wait).await.map(|r| r - f)
+                }
                 (None, None) => None,
             }
         }
@@ -224,85 +235,6 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
         });
     }
     Ok(report)
-}
-
-/// Check the target before anything runs: PostgreSQL gets its table; an HTTP target taking
-/// writes must list them.
-async fn prepare_target(t: &TargetKind, kind: RequestKind) -> Result<(), DrillError> {
-    match (t, kind) {
-        (TargetKind::Postgres(cfg), _) => {
-            crate::pg::prepare(cfg).await.map_err(DrillError::Refused)
-        }
-        (TargetKind::Http(addr, path), RequestKind::Writes) => {
-            let p = format!("{}?from={}", workload::writes_path(path), u64::MAX);
-            match Conn::new(addr)
-                .request("GET", &p, None, Duration::from_secs(2))
-                .await
-            {
-                Outcome::Status(200, _) => Ok(()),
-                other => Err(DrillError::Refused(format!(
-                    "target.http: GET {p} on {addr} answered {other:?}; sequenced writes need a target that stores POST {}/N and lists them",
-                    workload::writes_path(path)
-                ))),
-            }
-        }
-        (TargetKind::Http(..) | TargetKind::Tcp(_), _) => Ok(()),
-    }
-}
-
-/// The sequence numbers in `[from, to)` the target holds, retrying for up to `wait` (the
-/// target may still be failing over).
-async fn read_back(t: &TargetKind, from: u64, to: u64, wait: Duration) -> Result<Vec<u64>, String> {
-    match t {
-        TargetKind::Postgres(cfg) => crate::pg::read_back(cfg, from, to, wait).await,
-        TargetKind::Tcp(_) => Err("a TCP target has no writes to read back".into()),
-        TargetKind::Http(addr, path) => {
-            let p = format!("{}?from={from}", workload::writes_path(path));
-            let deadline = clock::now() + wait;
-            let mut conn = Conn::new(addr);
-            loop {
-                let last = match conn.request("GET", &p, None, Duration::from_secs(5)).await {
-                    Outcome::Status(200, body) => {
-                        return String::from_utf8_lossy(&body)
-                            .lines()
-                            .filter(|l| !l.trim().is_empty())
-                            .map(|l| {
-                                l.trim()
-                                    .parse::<u64>()
-                                    .map_err(|_| format!("GET {p}: {l:?} is not a sequence number"))
-                            })
-                            .collect();
-                    }
-                    other => format!("GET {p} on {addr}: {other:?}"),
-                };
-                if clock::now() >= deadline {
-                    return Err(last);
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
-/// Each node's first answer 200 with each fencing token, by when it was answered.
-fn holders(samples: &BTreeMap<String, Vec<Sample>>, start: Instant) -> Vec<writes::Holder> {
-    let std_start = start.into_std();
-    let mut out = Vec::new();
-    for (node, list) in samples {
-        let mut last = None;
-        for x in list {
-            if last != Some(x.token) {
-                let ms = x
-                    .answered
-                    .saturating_duration_since(std_start)
-                    .as_secs_f64()
-                    * 1000.0;
-                out.push((ms, node.clone(), x.token));
-                last = Some(x.token);
-            }
-        }
-    }
-    out
 }
 
 async fn watch_role(
@@ -375,9 +307,9 @@ async fn progress_line(
     }
 }
 
-/// Time (ms since start) the node answers `/health` again, waiting up to 20 s.
-async fn recovery(addr: &str, start: Instant) -> Option<f64> {
-    let deadline = clock::now() + Duration::from_secs(20);
+/// Time (ms since start) the node answers `/health` again, waiting up to `wait`.
+async fn recovery(addr: &str, start: Instant, wait: Duration) -> Option<f64> {
+    let deadline = clock::now() + wait;
     while clock::now() < deadline {
         if client::get_json(addr, "/health", Duration::from_millis(300))
             .await
@@ -407,185 +339,4 @@ async fn detection(apis: &[&String], fault_wall_ms: u64) -> Option<f64> {
         }
     }
     first.map(|f| (f - fault_wall_ms) as f64)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn build(
-    s: &Scenario,
-    requests: Vec<Request>,
-    written: Option<WriteReport>,
-    samples: &BTreeMap<String, Vec<Sample>>,
-    start: Instant,
-    fault_ms: Option<f64>,
-    faulted: Option<String>,
-    detection_ms: Option<f64>,
-    recovery_ms: Option<f64>,
-) -> RunReport {
-    let fault_at = fault_ms.unwrap_or(0.0);
-    // Longest gap between successful completions that ends after the fault.
-    let mut done: Vec<f64> = requests
-        .iter()
-        .filter(|r| r.ok)
-        .map(|r| r.start_ms + r.latency_ms)
-        .collect();
-    done.sort_by(f64::total_cmp);
-    let mut rto = (0.0, fault_at, fault_at);
-    let mut prev = done
-        .iter()
-        .copied()
-        .rfind(|&t| t <= fault_at)
-        .unwrap_or(0.0);
-    for &t in done.iter().filter(|&&t| t > fault_at) {
-        if t - prev > rto.0 {
-            rto = (t - prev, prev, t);
-        }
-        prev = t;
-    }
-    let end = s.workload.duration.get().as_secs_f64() * 1000.0;
-    if done.last().is_none_or(|&l| l <= fault_at) && fault_ms.is_some() {
-        rto = (end - prev, prev, end);
-    }
-    let mut failures = BTreeMap::new();
-    for r in requests.iter().filter(|r| !r.ok) {
-        *failures.entry(r.what.to_string()).or_insert(0) += 1;
-    }
-    let window = |from: f64, to: f64| -> Vec<&Request> {
-        requests
-            .iter()
-            .filter(|r| r.start_ms >= from && r.start_ms < to)
-            .collect()
-    };
-    let (during_from, during_to) = if fault_ms.is_some() {
-        (fault_at, rto.2.max(fault_at + 1.0))
-    } else {
-        (0.0, 0.0)
-    };
-    let analysis = analyse(samples);
-    let std_start = start.into_std();
-    let ms_of =
-        |t: std::time::Instant| t.saturating_duration_since(std_start).as_secs_f64() * 1000.0;
-    let mut primaries: Vec<(f64, String, u64)> = Vec::new();
-    for (node, list) in samples {
-        let mut last = None;
-        for x in list {
-            if last != Some(x.token) {
-                primaries.push((ms_of(x.sent), node.clone(), x.token));
-                last = Some(x.token);
-            }
-        }
-    }
-    primaries.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let failover_ms = fault_ms.and_then(|f| {
-        primaries
-            .iter()
-            .find(|(ms, node, _)| *ms > f && Some(node) != faulted.as_ref())
-            .map(|(ms, _, _)| ms - f)
-    });
-    let timeline = timeline(&requests, end, primaries);
-    let failed = requests.iter().filter(|r| !r.ok).count();
-    let mut objectives = Vec::new();
-    if let Some(want) = s.objectives.rto {
-        let w = want.get().as_secs_f64() * 1000.0;
-        objectives.push(Objective {
-            name: "rto".into(),
-            wanted: format!("<= {want}"),
-            got: format!("{:.0}ms", rto.0),
-            met: rto.0 <= w,
-        });
-    }
-    if let Some(want) = s.objectives.failed_requests {
-        objectives.push(Objective {
-            name: "failed_requests".into(),
-            wanted: format!("<= {want}"),
-            got: failed.to_string(),
-            met: failed as u64 <= want,
-        });
-    }
-    if let Some(w) = &written {
-        write_objectives(s, w, &mut objectives);
-    }
-    RunReport {
-        writes: written,
-        scenario: s.name.clone(),
-        fault: format!("{:?}", s.fault.kind).to_lowercase(),
-        faulted_node: faulted,
-        fault_ms,
-        requests: requests.len(),
-        ok: requests.len() - failed,
-        failed,
-        failures,
-        rto_ms: if fault_ms.is_some() { rto.0 } else { 0.0 },
-        detection_ms,
-        failover_ms,
-        recovery_ms,
-        split_brain: analysis.violations,
-        latency_before: Latency::of(&window(0.0, fault_ms.unwrap_or(end))),
-        latency_during: Latency::of(&window(during_from, during_to)),
-        latency_after: Latency::of(&window(during_to.max(fault_ms.unwrap_or(end)), end + 1.0)),
-        objectives,
-        timeline,
-    }
-}
-
-fn timeline(requests: &[Request], end_ms: f64, primaries: Vec<(f64, String, u64)>) -> Timeline {
-    let bucket = 10u32;
-    let n = (end_ms / f64::from(bucket)).ceil() as usize + 1;
-    let mut t = Timeline {
-        bucket_ms: bucket,
-        ok: vec![0; n],
-        failed: vec![0; n],
-        max_latency_ms: vec![0.0; n],
-        primaries,
-    };
-    for r in requests {
-        let i = ((r.start_ms / f64::from(bucket)) as usize).min(n - 1);
-        if r.ok {
-            t.ok[i] += 1;
-        } else {
-            t.failed[i] += 1;
-        }
-        t.max_latency_ms[i] = t.max_latency_ms[i].max(r.latency_ms as f32);
-    }
-    t
-}
-
-/// The objectives about writes: lost writes, RPO, acknowledgements by an old primary.
-fn write_objectives(s: &Scenario, w: &WriteReport, out: &mut Vec<Objective>) {
-    let o = &s.objectives;
-    let unknown = w
-        .read_back_error
-        .as_ref()
-        .map(|e| format!("read-back failed: {e}"));
-    if let Some(want) = o.lost_writes {
-        out.push(Objective {
-            name: "lost_writes".into(),
-            wanted: format!("<= {want}"),
-            got: unknown.clone().unwrap_or_else(|| w.lost.to_string()),
-            met: unknown.is_none() && w.lost as u64 <= want,
-        });
-    }
-    if let Some(rpo) = o.rpo {
-        let want = rpo.0.as_secs_f64() * 1000.0;
-        let got = match (&unknown, w.rpo_ms) {
-            (Some(u), _) => u.clone(),
-            (None, None) => "0 (no acknowledged write lost)".into(),
-            (None, Some(ms)) => format!("{} writes lost over {ms:.0}ms", w.lost),
-        };
-        let met = unknown.is_none()
-            && (w.lost == 0 || (want > 0.0 && w.rpo_ms.is_some_and(|ms| ms <= want)));
-        out.push(Objective {
-            name: "rpo".into(),
-            wanted: String::from(rpo),
-            got,
-            met,
-        });
-    }
-    if let Some(want) = o.old_primary_acks {
-        out.push(Objective {
-            name: "old_primary_acks".into(),
-            wanted: format!("<= {want}"),
-            got: w.old_primary_acks.to_string(),
-            met: w.old_primary_acks as u64 <= want,
-        });
-    }
 }

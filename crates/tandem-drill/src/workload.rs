@@ -48,7 +48,8 @@ pub struct Ack {
     /// Start and end of the request, in ms since the workload began.
     pub start_ms: f64,
     pub end_ms: f64,
-    /// The answer's `x-served-by` header (HTTP).
+    /// Who acknowledged it: the answer's `x-served-by` header (HTTP), or the server's
+    /// `IP:PORT` (PostgreSQL).
     pub served_by: Option<String>,
 }
 
@@ -111,7 +112,7 @@ impl Driver {
                 (what, None)
             }
             Driver::Pg(c) => match c.request(kind, seq, timeout).await {
-                Ok(()) => (Failure::None, None),
+                Ok(by) => (Failure::None, by),
                 Err(e) => (Failure::Error(e), None),
             },
         }

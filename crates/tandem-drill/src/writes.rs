@@ -27,6 +27,9 @@ pub struct WriteReport {
     /// From the acknowledgement of the earliest lost write to the fault (or to the latest lost
     /// write, if later): the span of acknowledged data lost. None when nothing was lost.
     pub rpo_ms: Option<f64>,
+    /// Acknowledged writes by who acknowledged them (`x-served-by`, or a PostgreSQL server's
+    /// `IP:PORT`).
+    pub acked_by: BTreeMap<String, usize>,
     /// Writes acknowledged by a node after another node had been seen holding a newer lease.
     pub old_primary_acks: usize,
     /// A few of them, described.
@@ -82,6 +85,7 @@ pub fn analyse(
         let Some(by) = a.served_by.as_deref() else {
             continue;
         };
+        *r.acked_by.entry(by.to_string()).or_insert(0) += 1;
         let node = match served_by.get(by) {
             Some(n) => n.as_str(),
             None if nodes.contains(by) => by,
@@ -206,6 +210,8 @@ mod tests {
             &map,
         );
         assert_eq!(r.old_primary_acks, 2, "{:?}", r.old_primary_examples);
+        assert_eq!(r.acked_by.get("svc1"), Some(&2));
+        assert_eq!(r.acked_by.values().sum::<usize>(), 5);
         assert!(r.old_primary_examples[0].contains("write 3 acknowledged by n1"));
         // A node that takes the lease answers clients a little before the sampler sees it:
         // not an old primary (n3 never held the lease before).

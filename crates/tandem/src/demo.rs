@@ -1,7 +1,7 @@
 //! `tandem demo`: a whole HA setup on loopback in one command. Three cluster nodes (embedded
 //! Raft) each managing an active-passive demo service, a load balancer with an active-active
-//! pool and an active-passive frontend that follows the lease, then a kill-primary drill with
-//! its report. Killed processes are restarted, as a service manager would. Everything it
+//! pool and an active-passive frontend that follows the lease, then a kill-primary drill under
+//! sequenced writes with its report (time without service, lost writes, two primaries). Killed processes are restarted, as a service manager would. Everything it
 //! started is stopped, and its directory removed, on Ctrl-C or after `--duration`.
 
 use std::path::{Path, PathBuf};
@@ -668,7 +668,7 @@ async fn demo_body(
         admins.join(", ")
     );
     println!(
-        "  managed active-passive service svc1..3 on ports {} {} {}",
+        "  managed active-passive service svc1..3 on ports {} {} {} (each write copied to the other two before it is acknowledged)",
         p.svc[0], p.svc[1], p.svc[2]
     );
     println!(

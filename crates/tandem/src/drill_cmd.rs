@@ -25,14 +25,18 @@ pub async fn run(
         if i > 0 {
             recovered(s).await?;
         }
+        let on = match (&s.fault.pid_file, &s.fault.path) {
+            (Some(f), _) => format!("the process in {f}"),
+            (None, Some(p)) => p.clone(),
+            (None, None) => s.fault.node.clone(),
+        };
         eprintln!(
-            "drill {} run {}/{}: {:?} at {} on {}",
+            "drill {} run {}/{}: {:?} at {} on {on}",
             s.name,
             i + 1,
             repeat.max(1),
             s.fault.kind,
             s.fault.at,
-            s.fault.node
         );
         let live = std::io::IsTerminal::is_terminal(&std::io::stderr());
         // Interrupted: dropping the run undoes its fault (a stopped process is continued).

@@ -138,102 +138,132 @@ fn a_killed_backend_fails_the_drill_without_retries_and_passes_with_them() {
     }
 }
 
-/// Active-passive: three cluster nodes each managing a demo service that stores writes, a load
-/// balancer whose servers follow the lease, the primary's agent hung past its lease. Without
-/// replication the new primary's service lacks the earlier writes: lost writes, exit 1. With
-/// synchronous replication nothing is lost, and the time without service is what the settings
-/// predict: the lease ttl plus one health check interval of the load balancer.
-#[test]
-fn an_unreplicated_service_loses_writes_in_a_failover_and_a_replicated_one_does_not() {
+/// Active-passive: three cluster nodes each managing a demo service that stores writes (copied
+/// synchronously to the others when `replicated`), a load balancer whose servers follow the
+/// lease (health check every `check_ms`, down after `fall` failures), and a drill that writes
+/// through it while the primary's agent hangs past its lease. Returns (exit code, output, run).
+fn hang_primary_under_writes(
+    name: &str,
+    replicated: bool,
+    check_ms: u64,
+    fall: u32,
+) -> (Option<i32>, String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    const CHECK_MS: u64 = 100;
-    for replicated in [false, true] {
-        let ports: Vec<u16> = (0..3).map(|_| tandem_testkit::free_port()).collect();
-        let svcs: Vec<DemoBackend> = (0..3)
-            .map(|i| {
-                let peers: Vec<String> = (0..3)
-                    .filter(|&j| j != i)
-                    .map(|j| format!("127.0.0.1:{}", ports[j]))
-                    .collect();
-                let args = if replicated {
-                    vec!["--replicate-to".to_string(), peers.join(",")]
-                } else {
-                    Vec::new()
-                };
-                let listen = format!("127.0.0.1:{}", ports[i]);
-                DemoBackend::start_with(bin(), &format!("svc{}", i + 1), &listen, &args)
-            })
-            .collect();
-        let c = cluster(3, |i| {
+    let ports: Vec<u16> = (0..3).map(|_| tandem_testkit::free_port()).collect();
+    let svcs: Vec<DemoBackend> = (0..3)
+        .map(|i| {
+            let peers: Vec<String> = (0..3)
+                .filter(|&j| j != i)
+                .map(|j| format!("127.0.0.1:{}", ports[j]))
+                .collect();
+            let args = if replicated {
+                vec!["--replicate-to".to_string(), peers.join(",")]
+            } else {
+                Vec::new()
+            };
+            let listen = format!("127.0.0.1:{}", ports[i]);
+            DemoBackend::start_with(bin(), &format!("svc{}", i + 1), &listen, &args)
+        })
+        .collect();
+    let c = cluster(3, |i| {
+        format!(
+            "[service]\nkind = \"command\"\npromote = \"true\"\ndemote = \"true\"\n\
+             [service.health]\ncheck = \"http\"\nurl = \"http://{}/healthz\"\ninterval = \"200ms\"\ntimeout = \"300ms\"\n",
+            svcs[i].addr
+        )
+    });
+    c.wait_primary(&[0, 1, 2]);
+    c.wait_formed();
+    let servers: String = (0..3)
+        .map(|i| {
             format!(
-                "[service]\nkind = \"command\"\npromote = \"true\"\ndemote = \"true\"\n\
-                 [service.health]\ncheck = \"http\"\nurl = \"http://{}/healthz\"\ninterval = \"200ms\"\ntimeout = \"300ms\"\n",
-                svcs[i].addr
+                "[[backend.server]]\nname = \"svc{}\"\naddress = \"{}\"\ncheck_address = \"{}\"\n",
+                i + 1,
+                svcs[i].addr,
+                c.nodes[i].admin()
             )
-        });
-        c.wait_primary(&[0, 1, 2]);
-        c.wait_formed();
-        let servers: String = (0..3)
-            .map(|i| {
-                format!(
-                    "[[backend.server]]\nname = \"svc{}\"\naddress = \"{}\"\ncheck_address = \"{}\"\n",
-                    i + 1,
-                    svcs[i].addr,
-                    c.nodes[i].admin()
-                )
-            })
-            .collect();
-        let lb = Node::start(
-            bin(),
-            &format!(
-                "[admin]\nlisten = \"127.0.0.1:0\"\n[[frontend]]\nname = \"app\"\nlisten = \"127.0.0.1:0\"\nbackend = \"app\"\naccess_log = false\n\
-                 [[backend]]\nname = \"app\"\nretries = 2\n[backend.health]\ncheck = \"http\"\npath = \"/primary\"\n\
-                 interval = \"{CHECK_MS}ms\"\ntimeout = \"200ms\"\nfall = 1\nrise = 1\n{servers}"
-            ),
-            &["app"],
-            None,
-        );
-        assert!(wait_until(std::time::Duration::from_secs(10), || {
-            tandem_testkit::http::get(lb.frontend("app"), "/").is_ok_and(|r| r.status == 200)
-        }));
-        let nodes = (0..3)
-            .map(|i| format!("n{} = \"{}\"", i + 1, c.nodes[i].admin()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let s = format!(
-            "name = \"hang-primary\"\n[target]\nhttp = \"http://{}/\"\n\
-             [workload]\nkind = \"writes\"\nconcurrency = 4\nrate = 200\nduration = \"5s\"\ntimeout = \"1s\"\n\
-             [fault]\nkind = \"sigstop\"\nat = \"1500ms\"\nduration = \"2s\"\n\
-             [watch]\nnodes = {{ {nodes} }}\nobservers = [\"{}\"]\nserved_by = {{ svc1 = \"n1\", svc2 = \"n2\", svc3 = \"n3\" }}\n\
-             [objectives]\nrpo = 0\nold_primary_acks = 0\n",
-            lb.frontend("app"),
-            lb.admin()
-        );
-        let name = if replicated { "replicated" } else { "single" };
-        let (code, out, report) = drill(&write_scenario(dir.path(), name, &s));
-        let run = &report["runs"][0];
-        let w = &run["writes"];
-        assert!(run["failover_ms"].as_f64().is_some(), "no failover: {out}");
-        assert!(w["acked"].as_u64().unwrap_or(0) > 200, "{w}");
-        assert_eq!(w["old_primary_acks"].as_u64(), Some(0), "{out}");
-        if !replicated {
-            assert_eq!(code, Some(1), "{out}");
-            assert!(w["lost"].as_u64().unwrap_or(0) > 100, "{out}");
-            assert!(
-                out.contains("objective rpo") && out.contains("MISSED"),
-                "{out}"
-            );
-        } else {
-            assert_eq!(code, Some(0), "{out}");
-            assert_eq!(w["lost"].as_u64(), Some(0), "{out}");
-            let predicted = (TTL_MS + CHECK_MS) as f64;
-            let rto = run["rto_ms"].as_f64().unwrap_or(0.0);
-            assert!(
-                (0.5 * predicted..2.5 * predicted).contains(&rto),
-                "rto {rto} ms, predicted {predicted} ms: {out}"
-            );
-        }
-    }
+        })
+        .collect();
+    let lb = Node::start(
+        bin(),
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[frontend]]\nname = \"app\"\nlisten = \"127.0.0.1:0\"\nbackend = \"app\"\naccess_log = false\n\
+             [[backend]]\nname = \"app\"\nretries = 2\n[backend.health]\ncheck = \"http\"\npath = \"/primary\"\n\
+             interval = \"{check_ms}ms\"\ntimeout = \"200ms\"\nfall = {fall}\nrise = 1\n{servers}"
+        ),
+        &["app"],
+        None,
+    );
+    assert!(wait_until(std::time::Duration::from_secs(10), || {
+        tandem_testkit::http::get(lb.frontend("app"), "/").is_ok_and(|r| r.status == 200)
+    }));
+    let nodes = (0..3)
+        .map(|i| format!("n{} = \"{}\"", i + 1, c.nodes[i].admin()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let s = format!(
+        "name = \"hang-primary\"\n[target]\nhttp = \"http://{}/\"\n\
+         [workload]\nkind = \"writes\"\nconcurrency = 4\nrate = 200\nduration = \"5s\"\ntimeout = \"1s\"\n\
+         [fault]\nkind = \"sigstop\"\nat = \"1500ms\"\nduration = \"2s\"\n\
+         [watch]\nnodes = {{ {nodes} }}\nobservers = [\"{}\"]\nserved_by = {{ svc1 = \"n1\", svc2 = \"n2\", svc3 = \"n3\" }}\n\
+         [objectives]\nrpo = 0\nold_primary_acks = 0\n",
+        lb.frontend("app"),
+        lb.admin()
+    );
+    let (code, out, report) = drill(&write_scenario(dir.path(), name, &s));
+    let run = report["runs"][0].clone();
+    assert!(run["failover_ms"].as_f64().is_some(), "no failover: {out}");
+    assert!(run["writes"]["acked"].as_u64().unwrap_or(0) > 200, "{out}");
+    (code, out, run)
+}
+
+/// Without replication the new primary's service lacks the writes the old one acknowledged:
+/// lost writes, exit status 1.
+#[test]
+fn an_unreplicated_service_loses_acknowledged_writes_in_a_failover() {
+    let (code, out, run) = hang_primary_under_writes("single", false, 100, 1);
+    let w = &run["writes"];
+    assert_eq!(code, Some(1), "{out}");
+    assert!(w["lost"].as_u64().unwrap_or(0) > 100, "{out}");
+    assert!(
+        out.contains("objective rpo") && out.contains("MISSED"),
+        "{out}"
+    );
+    assert_eq!(w["old_primary_acks"].as_u64(), Some(0), "{out}");
+}
+
+/// With synchronous replication nothing is lost, and the time without service is what the
+/// settings predict: the lease ttl plus one health check interval of the load balancer.
+#[test]
+fn a_replicated_service_loses_nothing_and_fails_over_in_the_predicted_time() {
+    let check_ms = 100;
+    let (code, out, run) = hang_primary_under_writes("replicated", true, check_ms, 1);
+    let w = &run["writes"];
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(w["lost"].as_u64(), Some(0), "{out}");
+    assert_eq!(w["old_primary_acks"].as_u64(), Some(0), "{out}");
+    let predicted = (TTL_MS + check_ms) as f64;
+    let rto = run["rto_ms"].as_f64().unwrap_or(0.0);
+    assert!(
+        (0.5 * predicted..2.5 * predicted).contains(&rto),
+        "rto {rto} ms, predicted {predicted} ms: {out}"
+    );
+}
+
+/// A load balancer that notices too slowly (a check per second, down after three failures)
+/// keeps sending writes to the old primary's service after the lease has moved: the drill
+/// counts them as acknowledged by an old primary and fails.
+#[test]
+fn a_slow_load_balancer_lets_the_old_primary_acknowledge_writes() {
+    let (code, out, run) = hang_primary_under_writes("slow-lb", true, 1000, 3);
+    let w = &run["writes"];
+    assert_eq!(code, Some(1), "{out}");
+    assert!(w["old_primary_acks"].as_u64().unwrap_or(0) > 0, "{out}");
+    assert!(
+        out.contains("objective old_primary_acks") && out.contains("MISSED"),
+        "{out}"
+    );
+    assert_eq!(w["lost"].as_u64(), Some(0), "{out}");
 }
 
 /// A small tmpfs mounted for one test, unmounted on drop.

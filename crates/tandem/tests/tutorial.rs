@@ -250,6 +250,9 @@ fn step_monitoring() {
     assert!(out.contains("tandem_cluster_is_primary"), "{out}");
     assert!(out.contains("\"kind\":\"lease_holder_changed\""), "{out}");
     assert!(out.contains("alert:"), "{out}");
+    // Prometheus accepts the rules.
+    tandem_testkit::require_program("promtool", "prometheus");
+    assert!(out.contains("SUCCESS"), "{out}");
     assert!(out.contains("\"kind\""), "{out}");
 }
 
