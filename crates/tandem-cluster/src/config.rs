@@ -217,6 +217,24 @@ pub fn validate(
             ));
         }
         validate_service(s, &mut issues);
+        if let (ServiceKind::Postgres, Some(c)) = (s.kind, cluster) {
+            // Member names become application_name and replication slot names.
+            let mut slots = std::collections::BTreeMap::new();
+            for name in c.peers.keys() {
+                if name.len() > 63 {
+                    issues.push(Issue::new(
+                        "cluster.peers",
+                        format!("{name}: at most 63 characters with kind = \"postgres\""),
+                    ));
+                }
+                if let Some(other) = slots.insert(crate::postgres::slot_name(name), name) {
+                    issues.push(Issue::new(
+                        "cluster.peers",
+                        format!("{other} and {name} would share a replication slot: rename one"),
+                    ));
+                }
+            }
+        }
     }
     issues
 }

@@ -775,18 +775,20 @@ async fn pg_drill(pg: &PgDemo, dir: &Path) -> anyhow::Result<bool> {
     let deadline = tandem_core::clock::now() + Duration::from_secs(120);
     loop {
         let primary = tandem_drill::fault::current_primary(&nodes).await;
-        // Both replicas stream before the drill starts.
-        let mut streaming = 0;
+        // Both replicas stream, and one is synchronous, before the drill starts.
+        let (mut streaming, mut sync) = (0, 0);
         for i in 0..3 {
-            let r = tandem_drill::client::Conn::new(&format!("127.0.0.1:{}", pg.admin[i]))
-                .request("GET", "/replica", None, Duration::from_secs(1))
-                .await;
-            if matches!(r, tandem_drill::client::Outcome::Status(200, _)) {
-                streaming += 1;
+            for (path, n) in [("/replica", &mut streaming), ("/sync", &mut sync)] {
+                let r = tandem_drill::client::Conn::new(&format!("127.0.0.1:{}", pg.admin[i]))
+                    .request("GET", path, None, Duration::from_secs(1))
+                    .await;
+                if matches!(r, tandem_drill::client::Outcome::Status(200, _)) {
+                    *n += 1;
+                }
             }
         }
-        if let (Some(pr), 2) = (&primary, streaming) {
-            println!("PostgreSQL primary: {pr}; two replicas stream from it");
+        if let (Some(pr), 2, 1) = (&primary, streaming, sync) {
+            println!("PostgreSQL primary: {pr}; two replicas stream from it, one synchronously");
             break;
         }
         if tandem_core::clock::now() > deadline {

@@ -30,6 +30,13 @@ fn pg_lab(sync: &str) -> PgLab {
     let lab = pg_cluster(sync, "");
     let p = lab.wait_primary(&[0, 1, 2]);
     lab.wait_replicas(p);
+    if sync != "off" {
+        // Ready for a failover once a standby has caught up and joined the synchronous set.
+        let ok = wait_until(LONG, || {
+            (0..3).filter(|&i| lab.code(i, "/sync") == 200).count() == 1
+        });
+        assert!(ok, "no synchronous standby: {}", lab.dump());
+    }
     lab.sql(p, "CREATE TABLE IF NOT EXISTS w (seq bigint PRIMARY KEY)");
     lab
 }

@@ -115,7 +115,7 @@ fn run_step(name: &str) -> String {
     std::fs::write(
         &wrapper,
         format!(
-            "set -euo pipefail\nmount -t tmpfs -o size=256m tmpfs /tmp\n\
+            "set -euo pipefail\nmount -t tmpfs -o size=1g tmpfs /tmp\n\
              trap 'echo \"---- failed at line $LINENO; logs:\"; tail -n 30 /tmp/tandem-tutorial/*.log 2> /dev/null' ERR\n\
              cd {}\nexport PATH={}:$PATH\n{script}\n",
             repo().display(),

@@ -193,6 +193,13 @@ pub(crate) fn start(
     Ok((handle, task))
 }
 
+/// A standby on its way into the synchronous set: `since` is the primary's position taken
+/// once it was seen synchronous; it joins once it has flushed past it.
+struct Pending {
+    name: String,
+    since: Option<u64>,
+}
+
 struct Manager {
     p: ManagerParts,
     pg: Pg,
@@ -211,9 +218,9 @@ struct Manager {
     rewinds_in_row: u32,
     /// (primary) the synchronous_standby_names in force.
     sync_names: String,
-    /// (primary) a standby put in synchronous_standby_names and the WAL position at that
-    /// moment: it joins the record's synchronous set once it has flushed past it.
-    pending_sync: Option<(String, u64)>,
+    /// (primary) the standby in synchronous_standby_names on its way into the record's
+    /// synchronous set.
+    pending_sync: Option<Pending>,
     watchdog: Option<Watchdog>,
     watched_pid: Option<i32>,
     last_eligible: Option<bool>,
@@ -337,10 +344,15 @@ impl Manager {
     /// Deadline = the lease's end; nothing is sent once the lease is gone, so the last
     /// deadline stands.
     fn arm(&mut self) {
-        if let Some(until) = (self.p.lease)() {
-            let left = until.saturating_duration_since(clock::now());
-            let at = super::sys::monotonic_ns() + left.as_nanos() as u64;
-            self.feed(Feed::Deadline(at));
+        match (self.p.lease)() {
+            Some(until) => {
+                let left = until.saturating_duration_since(clock::now());
+                let at = super::sys::monotonic_ns() + left.as_nanos() as u64;
+                self.feed(Feed::Deadline(at));
+            }
+            // Acting as primary without a lease: the deadline is now.
+            None if self.acting.is_some() => self.feed(Feed::Deadline(super::sys::monotonic_ns())),
+            None => {}
         }
     }
 
@@ -468,7 +480,7 @@ impl Manager {
             // A standby that never reaches a consistent state with a live primary to stream
             // from cannot follow it: start over.
             if self.upstream.is_some()
-                && clock::now().duration_since(self.upstream_since) > Duration::from_secs(30)
+                && clock::now().duration_since(self.upstream_since) > Duration::from_secs(120)
             {
                 self.event(
                     "postgres_diverged",
@@ -553,7 +565,11 @@ impl Manager {
                 return;
             };
             self.state = format!("cloning {name} ({addr})");
+            self.before_long_operation();
             self.event("postgres_basebackup", format!("cloning {name} at {addr}"));
+            if let Some(e) = self.pg.not_empty() {
+                return self.fail(e);
+            }
             let r = self.pg.basebackup(&addr).await;
             let label = ResultLabel {
                 result: if r.is_ok() { "ok" } else { "failed" }.into(),
@@ -621,6 +637,7 @@ impl Manager {
         self.rewinds_in_row += 1;
         if self.pg.s.use_rewind && self.rewinds_in_row <= 1 {
             self.state = format!("rewinding to follow {name}");
+            self.before_long_operation();
             self.event(
                 "postgres_rewind",
                 format!("pg_rewind from {name} at {addr}"),
@@ -653,6 +670,23 @@ impl Manager {
                 self.fail(e);
                 false
             }
+        }
+    }
+
+    /// Clones and rewinds take long and the manager answers nothing meanwhile: first tell the
+    /// others this node is neither running nor a candidate.
+    fn before_long_operation(&mut self) {
+        self.set_eligible(false);
+        self.last_obs = Obs::default();
+        if let Ok(mut m) = self.member.lock() {
+            *m = Some(PgMember {
+                addr: self.pg.s.listen.to_string(),
+                ..Default::default()
+            });
+        }
+        if let Ok(mut st) = self.status.lock() {
+            st.running = false;
+            st.state = self.state.clone();
         }
     }
 
@@ -705,7 +739,10 @@ impl Manager {
     }
 
     async fn reload(&mut self) {
-        if let Some(c) = &self.client {
+        // SIGHUP to the postmaster: what pg_reload_conf() does, without needing a connection.
+        if let Some(pm) = self.pm.as_ref().filter(|p| p.running()) {
+            let _ = super::sys::kill(pm.pid, libc::SIGHUP);
+        } else if let Some(c) = &self.client {
             let _ = c.simple_query("SELECT pg_reload_conf()").await;
         }
     }
@@ -756,11 +793,17 @@ impl Manager {
     // ----- promotion and demotion -----
 
     async fn promote(&mut self, token: u64, planned: bool) -> Result<(), String> {
-        // A fresh read: the others' positions as they stand now, not a tick ago.
+        // A fresh, linearizable read: the others' positions and the synchronous set as they
+        // stand now. Without one, no promotion.
         let mut view = self.view();
         let limit = (self.p.ttl / 2).max(Duration::from_millis(200));
-        if let Ok(Ok(state)) = tokio::time::timeout(limit, self.p.dcs.read_dyn()).await {
-            view.state = state;
+        match tokio::time::timeout(limit, self.p.dcs.read_dyn()).await {
+            Ok(Ok(state)) => view.state = state,
+            Ok(Err(e)) => return Err(format!("cannot read the cluster record: {e}")),
+            Err(_) => return Err("reading the cluster record timed out".into()),
+        }
+        if (self.p.lease)().is_none() {
+            return Err("the lease ran out before the promotion".into());
         }
         if view.state.initialized.is_none() {
             return self.bootstrap(token).await;
@@ -769,36 +812,40 @@ impl Manager {
         if !obs.running || obs.primary {
             return Err("PostgreSQL is not running as a replica".into());
         }
+        let mut obs = obs;
         if planned {
             // The old primary shut down cleanly after sending its last WAL: wait until the
             // stream ends so that everything it sent is here before promoting.
             let deadline = clock::now() + self.p.ttl * 5;
             loop {
                 let o = self.observe().await;
+                if o.running {
+                    obs = o.clone();
+                }
                 if !o.streaming || clock::now() > deadline {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+        }
+        // A planned switchover must be as safe as a failover (its target may have stopped
+        // streaming and left the synchronous set meanwhile).
+        let mine = self.mine(&obs);
+        candidacy(
+            &self.p.me,
+            mine.as_ref(),
+            true,
+            &view,
+            self.pg.s.synchronous,
+            self.pg.s.maximum_lag_on_failover,
+        )?;
+        // Commits wait for a standby that does not exist until the record says who may be
+        // promoted after this node: nothing is acknowledged in between, so the old
+        // synchronous set stays valid should this promotion fail.
+        self.sync_names = if self.pg.s.synchronous == SyncMode::Off {
+            String::new()
         } else {
-            let mine = self.mine(&obs);
-            candidacy(
-                &self.p.me,
-                mine.as_ref(),
-                true,
-                &view,
-                self.pg.s.synchronous,
-                self.pg.s.maximum_lag_on_failover,
-            )?;
-        }
-        // From here nobody else may be promoted: the synchronous set empties before this node
-        // takes writes, and refills once a standby has caught up with it.
-        if self.pg.s.synchronous != SyncMode::Off {
-            self.set_sync(token, Vec::new()).await?;
-        }
-        self.sync_names = match self.pg.s.synchronous {
-            SyncMode::Strict => NO_STANDBY.to_string(),
-            _ => String::new(),
+            NO_STANDBY.to_string()
         };
         self.pending_sync = None;
         self.pg.write_conf(
@@ -808,30 +855,45 @@ impl Manager {
             false,
         )?;
         self.reload().await;
+        if (self.p.lease)().is_none() {
+            return Err("the lease ran out before the promotion".into());
+        }
         self.acting = Some(token);
         self.arm();
-        let Some(c) = &self.client else {
-            self.acting = None;
-            return Err("lost the connection to PostgreSQL".into());
+        let r = match &self.client {
+            None => Err("lost the connection to PostgreSQL".to_string()),
+            Some(c) => match tokio::time::timeout(
+                Duration::from_secs(60),
+                c.query_one("SELECT pg_promote(true, 60)", &[]),
+            )
+            .await
+            {
+                Ok(Ok(row)) if row.get::<_, bool>(0) => Ok(()),
+                Ok(Ok(_)) => Err("pg_promote did not finish in 60s".to_string()),
+                Ok(Err(e)) => Err(format!("pg_promote failed: {e}")),
+                Err(_) => Err("pg_promote timed out".to_string()),
+            },
         };
-        let r = tokio::time::timeout(
-            Duration::from_secs(60),
-            c.query_one("SELECT pg_promote(true, 60)", &[]),
-        )
-        .await;
-        match r {
-            Ok(Ok(row)) if row.get::<_, bool>(0) => {}
-            Ok(Ok(_)) => {
+        if let Err(e) = r {
+            // The promotion may still complete on its own: stop PostgreSQL (the watchdog stays
+            // armed until it is down) before giving the lease up.
+            self.stop_postgres("promotion failed").await;
+            self.acting = None;
+            self.need_rewind = true;
+            return Err(e);
+        }
+        if self.pg.s.synchronous != SyncMode::Off {
+            // Now nobody but this node may be promoted, then (mode "on") commits stop waiting.
+            if let Err(e) = self.set_sync(token, Vec::new()).await {
+                self.stop_postgres("the synchronous set could not be recorded")
+                    .await;
                 self.acting = None;
-                return Err("pg_promote did not finish in 60s".into());
+                self.need_rewind = true;
+                return Err(e);
             }
-            Ok(Err(e)) => {
-                self.acting = None;
-                return Err(format!("pg_promote failed: {e}"));
-            }
-            Err(_) => {
-                self.acting = None;
-                return Err("pg_promote timed out".into());
+            if self.pg.s.synchronous == SyncMode::On {
+                self.sync_names = String::new();
+                self.apply_sync_names().await;
             }
         }
         self.upstream = None;
@@ -869,7 +931,12 @@ impl Manager {
         if r.is_err() {
             self.acting = None;
             self.stop_postgres("bootstrap failed").await;
-            if fresh && !self.recorded {
+            // The record may have taken the database although the answer was lost.
+            let named = match tokio::time::timeout(self.p.ttl, self.p.dcs.read_dyn()).await {
+                Ok(Ok(st)) => st.initialized.is_some(),
+                _ => true,
+            };
+            if fresh && !self.recorded && !named {
                 // Nobody ever wrote to it and the record does not name it: a later attempt
                 // (here or on another node) starts clean.
                 let _ = std::fs::remove_dir_all(&self.pg.s.data_dir);
@@ -1081,16 +1148,31 @@ impl Manager {
             // The standby in force streams: it joins (alone) the set once it holds everything.
             if set != [t.clone()] {
                 let (lsn, sync_state) = flush.get(t).cloned().unwrap_or_default();
-                let since = match &self.pending_sync {
-                    Some((n, at)) if n == t => *at,
-                    _ => {
-                        let at = current.unwrap_or(u64::MAX);
-                        self.pending_sync = Some((t.clone(), at));
-                        at
+                // The primary's position is taken one tick after the standby was first seen
+                // synchronous (every walsender has applied the new names by then): every
+                // commit acknowledged from that point on waited for it, and once it has
+                // flushed past that point it holds the earlier ones too.
+                let since = match (&self.pending_sync, sync_state == "sync") {
+                    (Some(Pending { name, since }), true) if name == t => match since {
+                        Some(at) => Some(*at),
+                        None => {
+                            self.pending_sync = Some(Pending {
+                                name: t.clone(),
+                                since: Some(current.unwrap_or(u64::MAX)),
+                            });
+                            None
+                        }
+                    },
+                    (_, true) => {
+                        self.pending_sync = Some(Pending {
+                            name: t.clone(),
+                            since: None,
+                        });
+                        None
                     }
+                    (_, false) => None,
                 };
-                if sync_state == "sync"
-                    && lsn >= since
+                if since.is_some_and(|at| lsn >= at)
                     && self.set_sync(token, vec![t.clone()]).await.is_ok()
                 {
                     self.pending_sync = None;
@@ -1108,16 +1190,17 @@ impl Manager {
         if let Some((b, _)) = candidates.first() {
             let b = (*b).clone();
             // Whoever holds the commits acknowledged so far stays in the set until `b` has
-            // them all.
-            let mut wider = set.clone();
-            if !wider.contains(&b) {
+            // them all; `b` joins it first, as commits will wait for it alone. An empty set
+            // (only this primary holds them) stays empty until `b` has caught up.
+            if !set.is_empty() && !set.contains(&b) {
+                let mut wider = set.clone();
                 wider.push(b.clone());
                 if self.set_sync(token, wider).await.is_err() {
                     return;
                 }
             }
             self.sync_names = quote(&b);
-            self.pending_sync = Some((b.clone(), current.unwrap_or(u64::MAX)));
+            self.pending_sync = None;
             self.apply_sync_names().await;
             self.event(
                 "postgres_sync_standby",

@@ -191,7 +191,7 @@ pub fn candidacy(
                 // includes WAL nobody acknowledged).
                 let in_set = state.sync.iter().any(|s| s == name);
                 let competing = in_set || (view.alive.contains(name) && pg.running && !pg.primary);
-                if competing && pg.lsn > mine.lsn {
+                if competing && (pg.timeline, pg.lsn) > (mine.timeline, mine.lsn) {
                     return Err(format!("{name} (also synchronous) has more WAL"));
                 }
             }
@@ -216,7 +216,13 @@ pub fn candidacy(
                 .is_some_and(|l| l.holder != me && view.alive.contains(&l.holder));
             if !primary_alive {
                 for (name, pg) in others() {
-                    if view.alive.contains(name) && pg.running && !pg.primary && pg.lsn > mine.lsn {
+                    // A newer timeline wins over more WAL on an older one (a diverged old
+                    // primary's tail).
+                    if view.alive.contains(name)
+                        && pg.running
+                        && !pg.primary
+                        && (pg.timeline, pg.lsn) > (mine.timeline, mine.lsn)
+                    {
                         return Err(format!("{name} has more WAL"));
                     }
                 }

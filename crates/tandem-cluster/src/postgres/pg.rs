@@ -228,9 +228,28 @@ impl Pg {
         Ok(())
     }
 
+    /// Why the data directory cannot receive a clone: it exists and holds files.
+    pub fn not_empty(&self) -> Option<String> {
+        let d = self.data();
+        let n = std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
+        (n > 0).then(|| {
+            format!(
+                "{} is not empty but holds no database (no PG_VERSION): not cloning into it; empty it or name another data_dir",
+                d.display()
+            )
+        })
+    }
+
     /// Make the (stopped) data directory follow the primary at `upstream` again.
     pub async fn rewind(&self, upstream: &str) -> Result<String, String> {
         let (host, port) = split_addr(upstream)?;
+        // pg_rewind finishes a crashed server's recovery in single-user mode, which refuses to
+        // run in standby mode; the signal is written again before the start.
+        let signal = self.data().join("standby.signal");
+        if signal.exists() {
+            std::fs::remove_file(&signal)
+                .map_err(|e| format!("cannot remove {}: {e}", signal.display()))?;
+        }
         let d = self.data().display().to_string();
         let source = format!(
             "host={host} port={port} user={} dbname=postgres connect_timeout=5",
@@ -426,7 +445,15 @@ impl Pg {
 
     /// The tail of PostgreSQL's log, for error messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.s.log_file).unwrap_or_default();
+        use std::io::{Read, Seek, SeekFrom};
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.s.log_file) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096)));
+            let mut buf = Vec::new();
+            let _ = f.read_to_end(&mut buf);
+            text = String::from_utf8_lossy(&buf).into_owned();
+        }
         let lines: Vec<&str> = text.lines().rev().take(3).collect();
         lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
     }
