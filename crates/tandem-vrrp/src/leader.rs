@@ -56,14 +56,20 @@ impl LeaderInstance {
             "started: waiting for the lease",
         );
         let mut holding = false;
+        let mut renew_at = clock::now();
         loop {
             let now = clock::now();
             let deadline = lease.deadline();
             let want = want_address(now, lease.is_primary(), deadline);
-            if want && !holding {
+            if want && holding && now >= renew_at {
+                // Keep the kernel-side lifetime ahead (see `runner::lifetime`).
+                out.add_addresses().await;
+                renew_at = now + out.lifetime / 4;
+            } else if want && !holding {
                 out.add_addresses().await;
                 out.garp_burst(out.cfg.garp_repeat);
                 holding = true;
+                renew_at = now + out.lifetime / 4;
                 out.changed(
                     State::Backup,
                     State::Master,

@@ -59,6 +59,8 @@ pub(crate) struct Outputs {
     pub addrs: Vec<VipAddr>,
     pub garp: GarpSocket,
     garp_task: Option<TaskHandle>,
+    /// The kernel drops the addresses this long after their last refresh (see `lifetime`).
+    pub lifetime: Duration,
     notify: Option<mpsc::UnboundedSender<(State, State, String)>>,
     _notify_task: Option<TaskHandle>,
 }
@@ -86,6 +88,7 @@ impl Outputs {
             None => (None, None),
         };
         Ok(Outputs {
+            lifetime: lifetime(&cfg),
             addrs: cfg.addrs(),
             ifindex: iface.link.index,
             name,
@@ -98,9 +101,11 @@ impl Outputs {
         })
     }
 
+    /// Add (or refresh) the addresses, valid for `self.lifetime` without a refresh.
     pub(crate) async fn add_addresses(&self) {
         for a in &self.addrs {
-            if let Err(e) = self.ctx.netlink.add(self.ifindex, *a).await {
+            let life = Some(self.lifetime.as_secs() as u32);
+            if let Err(e) = self.ctx.netlink.add(self.ifindex, *a, life).await {
                 tracing::error!(vip = %self.name, addr = %a.ip, error = %e, "cannot add the virtual address");
                 self.ctx.metrics.address_error(&self.name);
             }
@@ -143,6 +148,10 @@ impl Outputs {
         }));
     }
 
+    pub(crate) fn garp_running(&self) -> bool {
+        self.garp_task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     pub(crate) fn stop_garp(&mut self) {
         self.garp_task = None;
     }
@@ -166,6 +175,21 @@ impl Outputs {
             let _ = n.send((from, to, reason.to_string()));
         }
     }
+}
+
+/// How long a virtual address outlives its last refresh: a master refreshes it every quarter of
+/// that, so several refreshes can be late, and a tandem that is killed or hangs leaves it for
+/// seconds, not until it runs again. Whole seconds (the kernel's unit), at least 2: three
+/// advertisement intervals plus one second in vrrp mode, 2 s in leader mode (the lease deadline
+/// removes it much sooner while tandem runs).
+pub fn lifetime(cfg: &VipConfig) -> Duration {
+    let secs = match cfg.mode {
+        crate::config::VipMode::Vrrp => {
+            (cfg.advert_int.get().as_secs_f64() * 3.0).ceil() as u64 + 1
+        }
+        crate::config::VipMode::Leader => 2,
+    };
+    Duration::from_secs(secs.max(2))
 }
 
 /// Runs the notify command for each change, in order, one at a time (30 s at most each).
@@ -311,6 +335,7 @@ impl VrrpInstance {
         let mut link_up = true;
         let mut next_link_poll = started;
         let mut next_refresh: Option<Instant> = None;
+        let mut next_renew: Option<Instant> = None;
         let mut buf = vec![0u8; 2048];
         out.ctx.metrics.set_priority(&out.name, cfg.priority);
 
@@ -324,7 +349,7 @@ impl VrrpInstance {
         loop {
             let now = clock::now();
             let mut wake = next_link_poll;
-            for t in [inst.next_deadline(), preempt_at, next_refresh]
+            for t in [inst.next_deadline(), preempt_at, next_refresh, next_renew]
                 .into_iter()
                 .flatten()
             {
@@ -381,6 +406,16 @@ impl VrrpInstance {
                     }
                     ex.apply(inst.handle(now, Event::Tick), None).await;
                     if inst.state() == State::Master {
+                        // Keep the addresses' lifetime ahead (see `lifetime`).
+                        let every = ex.out.lifetime / 4;
+                        match next_renew {
+                            Some(t) if now >= t => {
+                                ex.out.add_addresses().await;
+                                next_renew = Some(now + every);
+                            }
+                            None => next_renew = Some(now + every),
+                            _ => {}
+                        }
                         let period = cfg.garp_refresh.get();
                         if !period.is_zero() {
                             match next_refresh {
@@ -394,6 +429,7 @@ impl VrrpInstance {
                         }
                     } else {
                         next_refresh = None;
+                        next_renew = None;
                     }
                 }
             }
@@ -446,8 +482,12 @@ impl Exec<'_> {
                     self.out.remove_addresses().await
                 }
                 Action::Garp => {
-                    let rounds = self.cfg.garp_repeat;
-                    self.out.garp_burst(rounds)
+                    // A master that keeps hearing a lower master (one-way loss) would ask for a
+                    // burst per advertisement: one burst at a time is enough.
+                    if !self.out.garp_running() {
+                        let rounds = self.cfg.garp_repeat;
+                        self.out.garp_burst(rounds)
+                    }
                 }
                 Action::Changed {
                     from,
