@@ -10,7 +10,7 @@ use tandem_core::Shutdown;
 
 use crate::config::VipConfig;
 use crate::fsm::State;
-use crate::runner::{prepare, Outputs, VipContext, VipError};
+use crate::outputs::{prepare, Outputs, VipContext, VipError};
 
 /// What the VIP needs to know of the cluster agent.
 pub trait Lease: Send + Sync + 'static {
@@ -62,7 +62,7 @@ impl LeaderInstance {
             let deadline = lease.deadline();
             let want = want_address(now, lease.is_primary(), deadline);
             if want && holding && now >= renew_at {
-                // Keep the kernel-side lifetime ahead (see `runner::lifetime`).
+                // Keep the kernel-side lifetime ahead (see `outputs::lifetime`).
                 out.add_addresses().await;
                 renew_at = now + out.lifetime / 4;
             } else if want && !holding {
