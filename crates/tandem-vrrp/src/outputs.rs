@@ -43,7 +43,10 @@ pub enum VipError {
 pub(crate) struct Iface {
     pub link: Link,
     pub name: String,
+    /// Its own addresses (not virtual), primary first.
     pub addrs: Vec<VipAddr>,
+    /// Virtual addresses an address owner (priority 255) already had: its own, never removed.
+    pub owned: Vec<VipAddr>,
 }
 
 /// Everything that acts on the outside world for one instance.
@@ -52,7 +55,10 @@ pub(crate) struct Outputs {
     pub cfg: VipConfig,
     pub ctx: VipContext,
     pub ifindex: u32,
+    /// Every virtual address (advertised, announced by gratuitous ARP).
     pub addrs: Vec<VipAddr>,
+    /// Those that tandem adds and removes (an address owner's own addresses are left alone).
+    pub managed: Vec<VipAddr>,
     pub garp: GarpSocket,
     garp_task: Option<TaskHandle>,
     /// The kernel drops the addresses this long after their last refresh (see `lifetime`).
@@ -86,6 +92,11 @@ impl Outputs {
         Ok(Outputs {
             lifetime: lifetime(&cfg),
             addrs: cfg.addrs(),
+            managed: cfg
+                .addrs()
+                .into_iter()
+                .filter(|a| !iface.owned.contains(a))
+                .collect(),
             ifindex: iface.link.index,
             name,
             cfg,
@@ -99,7 +110,7 @@ impl Outputs {
 
     /// Add (or refresh) the addresses, valid for `self.lifetime` without a refresh.
     pub(crate) async fn add_addresses(&self) {
-        for a in &self.addrs {
+        for a in &self.managed {
             let life = Some(self.lifetime.as_secs() as u32);
             if let Err(e) = self.ctx.netlink.add(self.ifindex, *a, life).await {
                 tracing::error!(vip = %self.name, addr = %a.ip, error = %e, "cannot add the virtual address");
@@ -109,7 +120,7 @@ impl Outputs {
     }
 
     pub(crate) async fn remove_addresses(&self) {
-        for a in &self.addrs {
+        for a in &self.managed {
             if let Err(e) = self.ctx.netlink.del(self.ifindex, *a).await {
                 tracing::error!(vip = %self.name, addr = %a.ip, error = %e, "cannot remove the virtual address");
                 self.ctx.metrics.address_error(&self.name);
@@ -242,17 +253,33 @@ pub(crate) async fn prepare(
     let link = netlink.link(&cfg.interface).await.map_err(net)?;
     let vips = cfg.addrs();
     let present = netlink.ipv4_addrs(link.index).await.map_err(net)?;
-    for a in vips.iter().filter(|a| present.iter().any(|p| p.ip == a.ip)) {
-        tracing::warn!(vip = %name, addr = %a.ip, "removing a virtual address left behind by an earlier run");
-        netlink.del(link.index, *a).await.map_err(net)?;
+    let on_link: Vec<VipAddr> = vips
+        .iter()
+        .filter(|a| present.iter().any(|p| p.ip == a.ip))
+        .copied()
+        .collect();
+    // RFC 5798 3: the owner (priority 255) has the virtual addresses as real ones.
+    let owner = cfg.mode == crate::config::VipMode::Vrrp && cfg.priority == 255;
+    let mut owned = Vec::new();
+    for a in on_link {
+        if owner {
+            tracing::info!(vip = %name, addr = %a.ip, "address owner: the address is this router's own, never removed");
+            owned.push(a);
+        } else {
+            tracing::warn!(vip = %name, addr = %a.ip, "removing a virtual address left behind by an earlier run");
+            netlink.del(link.index, a).await.map_err(net)?;
+        }
     }
-    let own: Vec<VipAddr> = present
+    let mut own: Vec<VipAddr> = present
         .into_iter()
         .filter(|p| !vips.iter().any(|v| v.ip == p.ip))
         .collect();
+    // An owner may have nothing else to send from.
+    own.extend(owned.iter().copied());
     Ok(Iface {
         link,
         name: cfg.interface.clone(),
         addrs: own,
+        owned,
     })
 }

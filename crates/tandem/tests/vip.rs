@@ -531,6 +531,81 @@ fn keepalived_interop_vrrp_v2() {
     );
 }
 
+#[test]
+fn an_address_owner_is_master_at_once_and_keeps_its_own_address() {
+    let l = VipLab::new(1);
+    let own = l.lab.hosts[0].ip;
+    let cfg = format!(
+        "[admin]\nlisten = \"{}:0\"\n\n[[vip]]\ninterface = \"eth0\"\naddress = \"{own}/24\"\n{}",
+        l.lab.hosts[0].mgmt_ip,
+        vrrp(255, "")
+    );
+    let mut a = Node::start_in(bin(), &cfg, &[], None, l.lab.wrapper(0));
+    assert!(wait_until(T, || metric(
+        &a,
+        "tandem_vrrp_state{vip=\"vrid51\",state=\"master\"}"
+    ) == Some(1.0)));
+    let out = a.proc.output().join("\n");
+    assert!(
+        out.contains("address owner (priority 255) starts as master"),
+        "{out}"
+    );
+    a.proc.signal(libc::SIGTERM);
+    assert!(a.proc.wait_exit(T).is_some_and(|s| s.success()));
+    let addrs = Command::new("ip")
+        .args([
+            "-n",
+            &l.lab.hosts[0].ns,
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    assert!(addrs.contains(&format!("inet {own}/24")), "{addrs}");
+}
+
+#[test]
+fn a_changed_vip_is_refused_on_reload_and_a_missing_interface_at_start() {
+    let l = VipLab::new(1);
+    let a = l.tandem(0, &vrrp(100, ""));
+    l.wait_master(0);
+    let changed = std::fs::read_to_string(&a.config)
+        .unwrap_or_default()
+        .replace("priority = 100", "priority = 120");
+    std::fs::write(&a.config, changed).unwrap_or_else(|e| panic!("{e}"));
+    a.proc.signal(libc::SIGHUP);
+    assert!(wait_until(T, || a
+        .proc
+        .output()
+        .iter()
+        .any(|o| o.contains("[[vip]] changed: that needs a restart"))));
+    assert_eq!(l.holders(), vec![0], "the running VIP is untouched");
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cfg = dir.path().join("tandem.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[vip]]\ninterface = \"tdnone0\"\naddress = \"10.99.0.1/24\"\n{}",
+            vrrp(100, "")
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = wrapped(&l.lab, 0, bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"tdnone0\" does not exist"), "{err}");
+}
+
 // ===== leader mode =====
 
 #[test]
