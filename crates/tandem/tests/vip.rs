@@ -205,19 +205,23 @@ fn metric(node: &Node, prefix: &str) -> Option<f64> {
 fn keepalived_interop_tandem_higher_then_tandem_killed() {
     let l = VipLab::new(2);
     let mut t = l.tandem(0, &vrrp(150, ""));
-    let _k = l.keepalived(1, 100);
     l.wait_master(0);
-    // Keepalived's adverts reach tandem as valid packets for the VRID.
-    assert!(wait_until(T, || metric(
-        &t,
-        "tandem_vrrp_adverts_received_total"
-    )
-    .unwrap_or(0.0)
-        > 0.0
-        || metric(
-            &t,
-            "tandem_vrrp_state{vip=\"vrid51\",state=\"master\"}"
-        ) == Some(1.0)));
+    let k = l.keepalived(1, 100);
+    // Keepalived accepts tandem's adverts: it stays backup, and tandem master.
+    for _ in 0..10 {
+        let out = k.proc.output().join("\n");
+        assert!(!out.contains("Entering MASTER STATE"), "{out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(k
+        .proc
+        .output()
+        .iter()
+        .any(|o| o.contains("Entering BACKUP STATE")));
+    assert_eq!(
+        metric(&t, "tandem_vrrp_state{vip=\"vrid51\",state=\"master\"}"),
+        Some(1.0)
+    );
     t.proc.kill();
     // The client follows the gratuitous ARPs of the new master.
     assert!(
@@ -407,6 +411,25 @@ fn without_preempt_a_returning_higher_router_stays_backup() {
     );
 }
 
+#[test]
+fn preempt_delay_holds_a_returning_higher_router_back_for_a_while() {
+    let l = VipLab::new(2);
+    let _b = l.tandem(1, &vrrp(100, ""));
+    l.wait_master(1);
+    let started = std::time::Instant::now();
+    let a = l.tandem(0, &vrrp(150, "preempt_delay = \"3s\"\n"));
+    // Without the delay it would preempt after Master_Down_Interval (340 ms).
+    while started.elapsed() < Duration::from_secs(1) {
+        assert_eq!(l.holders(), vec![1], "preempted before preempt_delay");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    l.wait_master(0);
+    assert_eq!(
+        metric(&a, "tandem_vrrp_state{vip=\"vrid51\",state=\"master\"}"),
+        Some(1.0)
+    );
+}
+
 /// Routers `ports` stop hearing each other while the client still reaches both (isolated bridge
 /// ports talk only to ports that are not isolated).
 fn isolate(lab: &Lab, ports: &[usize], on: bool) {
@@ -443,14 +466,15 @@ fn vrrp_partition_gives_two_masters_and_the_winner_reclaims_the_clients_after_th
         "holders {:?}",
         l.holders()
     );
-    let garps = metric(&a, "tandem_vrrp_garp_sent_total").unwrap_or(0.0);
+    // Its takeover burst (garp_repeat = 5 for one address) is over; alone, it sends no more.
+    let garps = || metric(&a, "tandem_vrrp_garp_sent_total{vip=\"vrid51\"}").unwrap_or(0.0);
+    assert!(wait_until(T, || garps() == 5.0), "{}", garps());
     isolate(&l.lab, &[0, 1], false);
     l.wait_master(0);
-    // The winner saw the other master's advertisement and sent its gratuitous ARPs again.
+    // The winner heard the other master (its adverts, or its last one as it yielded) and sent
+    // its gratuitous ARPs again.
     assert!(
-        wait_until(T, || metric(&a, "tandem_vrrp_garp_sent_total")
-            .unwrap_or(0.0)
-            > garps),
+        wait_until(T, || garps() > 5.0),
         "no gratuitous ARP after the heal"
     );
 }
