@@ -210,6 +210,13 @@ impl Instance {
                     if self.cfg.version == Version::V3 {
                         self.master_adver_cs = interval_cs.max(1);
                     }
+                    // One last advertisement before yielding: if the winner has not heard
+                    // ours since a partition healed, it learns there were two masters and
+                    // announces the addresses again (see the branch below). To every backup it
+                    // is an ordinary advertisement.
+                    out.push(Action::Send {
+                        priority: self.priority,
+                    });
                     let why = format!("higher-priority master {from} (priority {priority})");
                     self.change(now, State::Backup, &why, &mut out);
                 } else {

@@ -10,7 +10,7 @@ use tandem_core::Shutdown;
 
 use crate::config::VipConfig;
 use crate::fsm::State;
-use crate::runner::{prepare, Outputs, VipContext, VipError};
+use crate::outputs::{prepare, Outputs, VipContext, VipError};
 
 /// What the VIP needs to know of the cluster agent.
 pub trait Lease: Send + Sync + 'static {
@@ -56,14 +56,20 @@ impl LeaderInstance {
             "started: waiting for the lease",
         );
         let mut holding = false;
+        let mut renew_at = clock::now();
         loop {
             let now = clock::now();
             let deadline = lease.deadline();
             let want = want_address(now, lease.is_primary(), deadline);
-            if want && !holding {
+            if want && holding && now >= renew_at {
+                // Keep the kernel-side lifetime ahead (see `outputs::lifetime`).
+                out.add_addresses().await;
+                renew_at = now + out.lifetime / 4;
+            } else if want && !holding {
                 out.add_addresses().await;
                 out.garp_burst(out.cfg.garp_repeat);
                 holding = true;
+                renew_at = now + out.lifetime / 4;
                 out.changed(
                     State::Backup,
                     State::Master,

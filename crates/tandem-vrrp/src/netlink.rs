@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures_util::stream::TryStreamExt;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, CacheInfo};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
 use tandem_core::TaskHandle;
 
@@ -120,15 +120,24 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Add `a` to link `index` (already there: fine).
-    pub async fn add(&self, index: u32, a: VipAddr) -> Result<(), NetError> {
-        let r = self
+    /// Add `a` to link `index`, or refresh it if it is there. With `lifetime` (seconds), the
+    /// kernel removes the address by itself once that passes without a refresh: a process that
+    /// is killed or hangs does not leave it behind for good.
+    pub async fn add(&self, index: u32, a: VipAddr, lifetime: Option<u32>) -> Result<(), NetError> {
+        let mut req = self
             .handle
             .address()
             .add(index, IpAddr::V4(a.ip), a.prefix)
-            .execute()
-            .await;
-        match r {
+            .replace();
+        if let Some(secs) = lifetime {
+            let mut info = CacheInfo::default();
+            info.ifa_preferred = secs;
+            info.ifa_valid = secs;
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::CacheInfo(info));
+        }
+        match req.execute().await {
             Err(e) if errno(&e) != Some(EEXIST) => Err(nl(e)),
             _ => Ok(()),
         }

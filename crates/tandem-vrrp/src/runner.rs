@@ -1,241 +1,21 @@
 //! One VIP instance in `vrrp` mode: the engine (`fsm::Instance`) with its I/O around it.
 //! Packets, timers, tracking results and the interface's state come in as events; the engine's
-//! actions go out as adverts, netlink address changes, gratuitous ARPs, metrics, bus events and
-//! the notify command.
+//! actions go out through `Outputs` (adverts on the socket, addresses, gratuitous ARPs, metrics,
+//! bus events and the notify command).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use tandem_core::clock::{self, Instant};
-use tandem_core::{EventBus, Shutdown, TaskHandle};
+use tandem_core::Shutdown;
 use tokio::sync::mpsc;
 
 use crate::config::{VipAddr, VipConfig};
 use crate::fsm::{self, Action, Event, Instance, State};
-use crate::metrics::{state_label, VrrpMetrics};
-use crate::net::{accept, GarpSocket, RxFilter, VrrpSocket};
-use crate::netlink::{Link, NetError, Netlink};
+use crate::net::{accept, RxFilter, VrrpSocket};
+use crate::outputs::{prepare, Outputs, VipContext, VipError};
 use crate::packet::{Advert, ChecksumMode};
 use crate::track::{self, TrackUpdate};
-
-/// What every VIP instance of a node shares.
-#[derive(Clone)]
-pub struct VipContext {
-    pub events: EventBus,
-    pub metrics: VrrpMetrics,
-    pub netlink: Netlink,
-}
-
-/// Why a VIP could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum VipError {
-    #[error("vip {name}: {source}")]
-    Net { name: String, source: NetError },
-    #[error("vip {name}: interface {iface} has no IPv4 address of its own to send from")]
-    NoSource { name: String, iface: String },
-    #[error(
-        "vip {name}: opening the raw sockets on {iface}: {source} (needs root or CAP_NET_RAW)"
-    )]
-    Socket {
-        name: String,
-        iface: String,
-        source: std::io::Error,
-    },
-}
-
-/// The interface a VIP lives on, as found at startup.
-pub(crate) struct Iface {
-    pub link: Link,
-    pub name: String,
-    pub addrs: Vec<VipAddr>,
-}
-
-/// Everything that acts on the outside world for one instance.
-pub(crate) struct Outputs {
-    pub name: String,
-    pub cfg: VipConfig,
-    pub ctx: VipContext,
-    pub ifindex: u32,
-    pub addrs: Vec<VipAddr>,
-    pub garp: GarpSocket,
-    garp_task: Option<TaskHandle>,
-    notify: Option<mpsc::UnboundedSender<(State, State, String)>>,
-    _notify_task: Option<TaskHandle>,
-}
-
-impl Outputs {
-    pub(crate) fn new(
-        name: String,
-        cfg: VipConfig,
-        ctx: VipContext,
-        iface: &Iface,
-    ) -> Result<Outputs, VipError> {
-        let garp =
-            GarpSocket::open(iface.link.index, iface.link.mac).map_err(|e| VipError::Socket {
-                name: name.clone(),
-                iface: iface.name.clone(),
-                source: e,
-            })?;
-        let (notify, notify_task) = match &cfg.notify {
-            Some(cmd) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let task =
-                    TaskHandle::spawn(notify_worker(cmd.clone(), name.clone(), cfg.addrs(), rx));
-                (Some(tx), Some(task))
-            }
-            None => (None, None),
-        };
-        Ok(Outputs {
-            addrs: cfg.addrs(),
-            ifindex: iface.link.index,
-            name,
-            cfg,
-            ctx,
-            garp,
-            garp_task: None,
-            notify,
-            _notify_task: notify_task,
-        })
-    }
-
-    pub(crate) async fn add_addresses(&self) {
-        for a in &self.addrs {
-            if let Err(e) = self.ctx.netlink.add(self.ifindex, *a).await {
-                tracing::error!(vip = %self.name, addr = %a.ip, error = %e, "cannot add the virtual address");
-                self.ctx.metrics.address_error(&self.name);
-            }
-        }
-    }
-
-    pub(crate) async fn remove_addresses(&self) {
-        for a in &self.addrs {
-            if let Err(e) = self.ctx.netlink.del(self.ifindex, *a).await {
-                tracing::error!(vip = %self.name, addr = %a.ip, error = %e, "cannot remove the virtual address");
-                self.ctx.metrics.address_error(&self.name);
-            }
-        }
-    }
-
-    /// `garp_repeat` rounds of gratuitous ARPs, `garp_interval` apart, in the background (a
-    /// new burst replaces one still running).
-    pub(crate) fn garp_burst(&mut self, rounds: u32) {
-        let interval = self.cfg.garp_interval.get();
-        let addrs: Vec<Ipv4Addr> = self.addrs.iter().map(|a| a.ip).collect();
-        let Ok(sock) = GarpSocket::open(self.ifindex, self.garp.mac()) else {
-            tracing::warn!(vip = %self.name, "cannot open a packet socket for gratuitous ARP");
-            return;
-        };
-        let (metrics, name) = (self.ctx.metrics.clone(), self.name.clone());
-        self.garp_task = Some(TaskHandle::spawn(async move {
-            for i in 0..rounds {
-                if i > 0 {
-                    tokio::time::sleep(interval).await;
-                }
-                for ip in &addrs {
-                    match sock.send(*ip) {
-                        Ok(()) => metrics.garp(&name),
-                        Err(e) => {
-                            tracing::warn!(vip = %name, addr = %ip, error = %e, "gratuitous ARP not sent")
-                        }
-                    }
-                }
-            }
-        }));
-    }
-
-    pub(crate) fn stop_garp(&mut self) {
-        self.garp_task = None;
-    }
-
-    /// Log, count, publish and notify one state change.
-    pub(crate) fn changed(&self, from: State, to: State, reason: &str) {
-        tracing::info!(vip = %self.name, from = state_label(from), to = state_label(to), reason, "vip state changed");
-        self.ctx.metrics.set_state(&self.name, from, to);
-        let kind = match to {
-            State::Master => "vip_master",
-            State::Backup => "vip_backup",
-            State::Initialize => "vip_stopped",
-        };
-        self.ctx.events.emit(
-            kind,
-            "vrrp",
-            &self.name,
-            format!("{} -> {}: {reason}", state_label(from), state_label(to)),
-        );
-        if let Some(n) = &self.notify {
-            let _ = n.send((from, to, reason.to_string()));
-        }
-    }
-}
-
-/// Runs the notify command for each change, in order, one at a time (30 s at most each).
-async fn notify_worker(
-    cmd: String,
-    name: String,
-    addrs: Vec<VipAddr>,
-    mut rx: mpsc::UnboundedReceiver<(State, State, String)>,
-) {
-    let list = addrs
-        .iter()
-        .map(|a| format!("{}/{}", a.ip, a.prefix))
-        .collect::<Vec<_>>()
-        .join(" ");
-    while let Some((from, to, reason)) = rx.recv().await {
-        let child = tokio::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(&cmd)
-            .env("TANDEM_VIP", &name)
-            .env("TANDEM_VIP_STATE", state_label(to))
-            .env("TANDEM_VIP_FROM", state_label(from))
-            .env("TANDEM_VIP_REASON", &reason)
-            .env("TANDEM_VIP_ADDRESSES", &list)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
-        match child {
-            Err(e) => tracing::warn!(vip = %name, error = %e, "cannot run the notify command"),
-            Ok(mut c) => match tokio::time::timeout(Duration::from_secs(30), c.wait()).await {
-                Ok(Ok(st)) if !st.success() => {
-                    tracing::warn!(vip = %name, status = %st, "the notify command failed")
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    tracing::warn!(vip = %name, "the notify command ran for 30s: killed");
-                    let _ = c.kill().await;
-                }
-            },
-        }
-    }
-}
-
-/// Find the interface and our own address on it; remove virtual addresses a crashed run may
-/// have left (a node starts as backup, or in leader mode as not primary).
-pub(crate) async fn prepare(
-    name: &str,
-    cfg: &VipConfig,
-    netlink: &Netlink,
-) -> Result<Iface, VipError> {
-    let net = |source| VipError::Net {
-        name: name.to_string(),
-        source,
-    };
-    let link = netlink.link(&cfg.interface).await.map_err(net)?;
-    let vips = cfg.addrs();
-    let present = netlink.ipv4_addrs(link.index).await.map_err(net)?;
-    for a in vips.iter().filter(|a| present.iter().any(|p| p.ip == a.ip)) {
-        tracing::warn!(vip = %name, addr = %a.ip, "removing a virtual address left behind by an earlier run");
-        netlink.del(link.index, *a).await.map_err(net)?;
-    }
-    let own: Vec<VipAddr> = present
-        .into_iter()
-        .filter(|p| !vips.iter().any(|v| v.ip == p.ip))
-        .collect();
-    Ok(Iface {
-        link,
-        name: cfg.interface.clone(),
-        addrs: own,
-    })
-}
 
 /// A prepared `vrrp` instance, ready to run.
 pub struct VrrpInstance {
@@ -293,114 +73,182 @@ impl VrrpInstance {
             src,
         } = self;
         let cfg = out.cfg.clone();
-        let mut inst = Instance::new(fsm::Config {
+        let started = clock::now();
+        let delayed = cfg.preempt && !cfg.preempt_delay.get().is_zero();
+        let inst = Instance::new(fsm::Config {
             vrid: filter.vrid,
             priority: cfg.priority,
             interval_cs: cfg.interval_cs(),
-            preempt: cfg.preempt && cfg.preempt_delay.get().is_zero(),
+            // With a preempt delay, preemption is switched on once the delay has passed.
+            preempt: cfg.preempt && !delayed,
             version: cfg.protocol_version(),
             primary_ip: src,
         });
-        let mode: ChecksumMode = cfg.v3_checksum.into();
-        let started = clock::now();
-        let preempt_at = (cfg.preempt && !cfg.preempt_delay.get().is_zero())
-            .then(|| started + cfg.preempt_delay.get());
         let (track_tx, mut track_rx) = mpsc::unbounded_channel::<TrackUpdate>();
         let _tracks = track::start(&cfg.track, out.ctx.netlink.clone(), track_tx);
-        let mut track_ok: Vec<Option<bool>> = vec![None; cfg.track.len()];
-        let mut link_up = true;
-        let mut next_link_poll = started;
-        let mut next_refresh: Option<Instant> = None;
-        let mut buf = vec![0u8; 2048];
         out.ctx.metrics.set_priority(&out.name, cfg.priority);
-
-        let mut ex = Exec {
-            out: &mut out,
-            sock: &sock,
-            mode,
-            cfg: &cfg,
+        let mut r = Running {
+            ex: Exec {
+                out: &mut out,
+                sock: &sock,
+                mode: cfg.v3_checksum.into(),
+                cfg: &cfg,
+            },
+            inst,
+            track_ok: vec![None; cfg.track.len()],
+            link_up: true,
+            preempt_at: delayed.then(|| started + cfg.preempt_delay.get()),
+            next_link_poll: started,
+            next_garp_refresh: None,
+            next_renew: None,
         };
-        ex.apply(inst.handle(started, Event::Startup), None).await;
+        let acts = r.inst.handle(started, Event::Startup);
+        r.ex.apply(acts, None).await;
+        let mut buf = vec![0u8; 2048];
         loop {
-            let now = clock::now();
-            let mut wake = next_link_poll;
-            for t in [inst.next_deadline(), preempt_at, next_refresh]
-                .into_iter()
-                .flatten()
-            {
-                wake = wake.min(t);
-            }
+            let wake = r.next_wake();
             tokio::select! {
                 _ = stop.wait() => break,
-                r = sock.recv(&mut buf) => {
-                    let n = match r {
-                        Ok(n) => n,
-                        Err(e) => {
-                            tracing::warn!(vip = %ex.out.name, error = %e, "reading the VRRP socket");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    };
-                    match accept(&buf[..n], &filter) {
-                        Ok(None) => {}
-                        Err(why) => {
-                            tracing::debug!(vip = %ex.out.name, reason = %why, "VRRP packet dropped");
-                            ex.out.ctx.metrics.drop(&ex.out.name, why);
-                        }
-                        Ok(Some((from, adv))) => {
-                            ex.out.ctx.metrics.received(&ex.out.name);
-                            check_addresses(&ex.out.name, &adv, &ex.out.addrs);
-                            let ev = Event::Advert { from, priority: adv.priority, interval_cs: adv.interval_cs };
-                            let acts = inst.handle(clock::now(), ev);
-                            ex.apply(acts, None).await;
-                        }
+                got = sock.recv(&mut buf) => match got {
+                    Ok(n) => r.on_packet(&buf[..n], &filter).await,
+                    Err(e) => {
+                        tracing::warn!(vip = %r.ex.out.name, error = %e, "reading the VRRP socket");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                }
-                Some(u) = track_rx.recv() => {
-                    if let Some(slot) = track_ok.get_mut(u.index) {
-                        *slot = Some(u.ok);
-                    }
-                    let what = cfg.track.get(u.index).map(track::describe).unwrap_or_default();
-                    tracing::info!(vip = %ex.out.name, track = %what, ok = u.ok, "tracked check changed");
-                    ex.retrack(&mut inst, &track_ok, link_up, &what).await;
-                }
-                _ = tokio::time::sleep_until(wake.max(now)) => {
-                    let now = clock::now();
-                    if now >= next_link_poll {
-                        next_link_poll = now + Duration::from_millis(100);
-                        if let Ok(l) = ex.out.ctx.netlink.link(&cfg.interface).await {
-                            if l.up != link_up {
-                                link_up = l.up;
-                                let what = format!("interface {} {}", cfg.interface, if l.up { "up" } else { "down" });
-                                ex.retrack(&mut inst, &track_ok, link_up, &what).await;
-                            }
-                        }
-                    }
-                    if preempt_at.is_some_and(|t| now >= t) {
-                        inst.set_preempt(true);
-                    }
-                    ex.apply(inst.handle(now, Event::Tick), None).await;
-                    if inst.state() == State::Master {
-                        let period = cfg.garp_refresh.get();
-                        if !period.is_zero() {
-                            match next_refresh {
-                                Some(t) if now >= t => {
-                                    ex.out.garp_burst(1);
-                                    next_refresh = Some(now + period);
-                                }
-                                None => next_refresh = Some(now + period),
-                                _ => {}
-                            }
-                        }
-                    } else {
-                        next_refresh = None;
-                    }
+                },
+                Some(u) = track_rx.recv() => r.on_track(u).await,
+                _ = tokio::time::sleep_until(wake) => r.on_tick().await,
+            }
+        }
+        let why = if r.inst.state() == State::Master {
+            "stopping (priority 0 sent)"
+        } else {
+            "stopping"
+        };
+        let acts = r.inst.handle(clock::now(), Event::Shutdown);
+        r.ex.apply(acts, Some(why)).await;
+        r.ex.out.stop_garp();
+    }
+}
+
+/// The state of a running instance around its engine: tracking results, the link, timers.
+struct Running<'a> {
+    ex: Exec<'a>,
+    inst: Instance,
+    track_ok: Vec<Option<bool>>,
+    link_up: bool,
+    preempt_at: Option<Instant>,
+    next_link_poll: Instant,
+    next_garp_refresh: Option<Instant>,
+    next_renew: Option<Instant>,
+}
+
+/// How often the interface's link state is read.
+const LINK_POLL: Duration = Duration::from_millis(100);
+
+impl Running<'_> {
+    fn next_wake(&self) -> Instant {
+        let timers = [
+            self.inst.next_deadline(),
+            self.preempt_at,
+            self.next_garp_refresh,
+            self.next_renew,
+        ];
+        let wake = timers
+            .into_iter()
+            .flatten()
+            .fold(self.next_link_poll, Instant::min);
+        wake.max(clock::now())
+    }
+
+    async fn on_packet(&mut self, pkt: &[u8], filter: &RxFilter) {
+        let name = &self.ex.out.name;
+        match accept(pkt, filter) {
+            Ok(None) => {}
+            Err(why) => {
+                tracing::debug!(vip = %name, reason = %why, "VRRP packet dropped");
+                self.ex.out.ctx.metrics.drop(name, why);
+            }
+            Ok(Some((from, adv))) => {
+                self.ex.out.ctx.metrics.received(name);
+                check_addresses(name, &adv, &self.ex.out.addrs);
+                let ev = Event::Advert {
+                    from,
+                    priority: adv.priority,
+                    interval_cs: adv.interval_cs,
+                };
+                let acts = self.inst.handle(clock::now(), ev);
+                self.ex.apply(acts, None).await;
+            }
+        }
+    }
+
+    async fn on_track(&mut self, u: TrackUpdate) {
+        if let Some(slot) = self.track_ok.get_mut(u.index) {
+            *slot = Some(u.ok);
+        }
+        let cfg = self.ex.cfg;
+        let what = cfg
+            .track
+            .get(u.index)
+            .map(track::describe)
+            .unwrap_or_default();
+        tracing::info!(vip = %self.ex.out.name, track = %what, ok = u.ok, "tracked check changed");
+        self.ex
+            .retrack(&mut self.inst, &self.track_ok, self.link_up, &what)
+            .await;
+    }
+
+    async fn on_tick(&mut self) {
+        let now = clock::now();
+        let cfg = self.ex.cfg;
+        if now >= self.next_link_poll {
+            self.next_link_poll = now + LINK_POLL;
+            if let Ok(l) = self.ex.out.ctx.netlink.link(&cfg.interface).await {
+                if l.up != self.link_up {
+                    self.link_up = l.up;
+                    let state = if l.up { "up" } else { "down" };
+                    let what = format!("interface {} {state}", cfg.interface);
+                    self.ex
+                        .retrack(&mut self.inst, &self.track_ok, self.link_up, &what)
+                        .await;
                 }
             }
         }
-        let acts = inst.handle(clock::now(), Event::Shutdown);
-        ex.apply(acts, Some("stopping (priority 0 sent)")).await;
-        ex.out.stop_garp();
+        if self.preempt_at.is_some_and(|t| now >= t) {
+            self.preempt_at = None;
+            self.inst.set_preempt(true);
+        }
+        let acts = self.inst.handle(now, Event::Tick);
+        self.ex.apply(acts, None).await;
+        if self.inst.state() != State::Master {
+            self.next_garp_refresh = None;
+            self.next_renew = None;
+            return;
+        }
+        // Keep the addresses' kernel lifetime ahead (see `outputs::lifetime`).
+        if due(&mut self.next_renew, now, self.ex.out.lifetime / 4) {
+            self.ex.out.add_addresses().await;
+        }
+        let period = cfg.garp_refresh.get();
+        if !period.is_zero() && due(&mut self.next_garp_refresh, now, period) {
+            self.ex.out.garp_burst(1);
+        }
+    }
+}
+
+/// A periodic timer: armed on first use, then true (and re-armed) each time it has passed.
+fn due(at: &mut Option<Instant>, now: Instant, every: Duration) -> bool {
+    match *at {
+        Some(t) if now >= t => {
+            *at = Some(now + every);
+            true
+        }
+        None => {
+            *at = Some(now + every);
+            false
+        }
+        Some(_) => false,
     }
 }
 
@@ -446,8 +294,12 @@ impl Exec<'_> {
                     self.out.remove_addresses().await
                 }
                 Action::Garp => {
-                    let rounds = self.cfg.garp_repeat;
-                    self.out.garp_burst(rounds)
+                    // A master that keeps hearing a lower master (one-way loss) would ask for a
+                    // burst per advertisement: one burst at a time is enough.
+                    if !self.out.garp_running() {
+                        let rounds = self.cfg.garp_repeat;
+                        self.out.garp_burst(rounds)
+                    }
                 }
                 Action::Changed {
                     from,
@@ -484,5 +336,21 @@ impl Exec<'_> {
             let acts = inst.handle(now, Event::Priority(prio));
             self.apply(acts, None).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periodic_timers_arm_then_fire_and_rearm() {
+        let t0 = clock::now();
+        let every = Duration::from_millis(100);
+        let mut at = None;
+        assert!(!due(&mut at, t0, every), "the first call only arms");
+        assert!(!due(&mut at, t0 + Duration::from_millis(99), every));
+        assert!(due(&mut at, t0 + every, every));
+        assert_eq!(at, Some(t0 + 2 * every));
     }
 }

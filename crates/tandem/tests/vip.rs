@@ -123,15 +123,20 @@ impl VipLab {
 
     /// Keepalived 2.2 in router `i`, VRID 51, VRRPv3, 100 ms adverts.
     fn keepalived(&self, i: usize, priority: u8) -> Keepalived {
+        self.keepalived_with(i, priority, 3, "0.1")
+    }
+
+    /// Keepalived 2.2 in router `i`, VRID 51, with VRRP `version` and `advert_int` (seconds).
+    fn keepalived_with(&self, i: usize, priority: u8, version: u8, advert_int: &str) -> Keepalived {
         let program = tandem_testkit::require_program("keepalived", "keepalived");
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let conf = dir.path().join("keepalived.conf");
         std::fs::write(
             &conf,
             format!(
-                "global_defs {{\n  router_id r{i}\n  vrrp_version 3\n}}\n\
+                "global_defs {{\n  router_id r{i}\n  vrrp_version {version}\n}}\n\
                  vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  \
-                 priority {priority}\n  advert_int 0.1\n  virtual_ipaddress {{\n    {}/24\n  }}\n}}\n",
+                 priority {priority}\n  advert_int {advert_int}\n  virtual_ipaddress {{\n    {}/24\n  }}\n}}\n",
                 self.vip
             ),
         )
@@ -200,22 +205,25 @@ fn metric(node: &Node, prefix: &str) -> Option<f64> {
 fn keepalived_interop_tandem_higher_then_tandem_killed() {
     let l = VipLab::new(2);
     let mut t = l.tandem(0, &vrrp(150, ""));
-    let _k = l.keepalived(1, 100);
     l.wait_master(0);
-    // Keepalived's adverts reach tandem as valid packets for the VRID.
-    assert!(wait_until(T, || metric(
-        &t,
-        "tandem_vrrp_adverts_received_total"
-    )
-    .unwrap_or(0.0)
-        > 0.0
-        || metric(
-            &t,
-            "tandem_vrrp_state{vip=\"vrid51\",state=\"master\"}"
-        ) == Some(1.0)));
+    let k = l.keepalived(1, 100);
+    // Keepalived accepts tandem's adverts: it stays backup, and tandem master.
+    for _ in 0..10 {
+        let out = k.proc.output().join("\n");
+        assert!(!out.contains("Entering MASTER STATE"), "{out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(k
+        .proc
+        .output()
+        .iter()
+        .any(|o| o.contains("Entering BACKUP STATE")));
+    assert_eq!(
+        metric(&t, "tandem_vrrp_state{vip=\"vrid51\",state=\"master\"}"),
+        Some(1.0)
+    );
     t.proc.kill();
-    // A crashed tandem leaves its address behind, as a crashed Keepalived does; the client
-    // follows the gratuitous ARPs of the new master.
+    // The client follows the gratuitous ARPs of the new master.
     assert!(
         wait_until(T, || l.probe() == Some(1)),
         "client never reached keepalived"
@@ -280,9 +288,28 @@ fn keepalived_interop_equal_priorities_elect_one_master() {
 // ===== tandem routers =====
 
 #[test]
-fn sigkill_of_the_master_moves_the_vip_and_a_restart_cleans_up_and_preempts() {
+fn sigkill_of_the_master_moves_the_vip_its_address_expires_and_a_restart_preempts() {
     let l = VipLab::new(2);
+    // An address left behind by an earlier run that crashed: removed when tandem starts.
+    let ns0 = l.lab.hosts[0].ns.clone();
+    let st = Command::new("ip")
+        .args([
+            "-n",
+            &ns0,
+            "addr",
+            "add",
+            &format!("{}/24", l.vip),
+            "dev",
+            "eth0",
+        ])
+        .status();
+    assert!(st.is_ok_and(|s| s.success()));
     let mut a = l.tandem(0, &vrrp(150, ""));
+    assert!(wait_until(T, || a
+        .proc
+        .output()
+        .iter()
+        .any(|o| o.contains("left behind by an earlier run"))));
     let b = l.tandem(1, &vrrp(100, ""));
     l.wait_master(0);
     a.proc.kill();
@@ -290,12 +317,16 @@ fn sigkill_of_the_master_moves_the_vip_and_a_restart_cleans_up_and_preempts() {
         wait_until(T, || l.probe() == Some(1)),
         "the client never reached the backup"
     );
-    assert!(l.holds(0), "a crash leaves the address behind");
-    // Restarted, it removes the address left by the crash, then preempts the lower master.
+    // Nobody removed the killed master's address, but it was added with a lifetime that only
+    // a running tandem renews: the kernel drops it (Keepalived's stays until it runs again).
+    assert!(
+        wait_until(T, || !l.holds(0)),
+        "the dead master keeps the VIP"
+    );
+    assert_eq!(l.holders(), vec![1]);
+    // Restarted, it preempts the lower master.
     a.restart(bin());
     l.wait_master(0);
-    let out = a.proc.output().join("\n");
-    assert!(out.contains("left behind by an earlier run"), "{out}");
     let ev = b.get_json("/events");
     let kinds: Vec<&str> = ev
         .as_array()
@@ -364,9 +395,10 @@ fn without_preempt_a_returning_higher_router_stays_backup() {
     let l = VipLab::new(2);
     let mut a = l.tandem(0, &vrrp(150, "preempt = false\n"));
     l.wait_master(0);
-    let _b = l.tandem(1, &vrrp(100, ""));
+    // b sends RFC 9568 checksums (without the pseudo-header); a accepts them, or it would not
+    // hear b and would take the VIP back below.
+    let _b = l.tandem(1, &vrrp(100, "v3_checksum = \"rfc9568\"\n"));
     a.proc.kill();
-    // The address a crashed master leaves is gone once it restarts.
     assert!(wait_until(T, || l.probe() == Some(1)));
     a.restart(bin());
     l.wait_master(1);
@@ -376,6 +408,25 @@ fn without_preempt_a_returning_higher_router_stays_backup() {
     }
     assert_eq!(
         metric(&a, "tandem_vrrp_state{vip=\"vrid51\",state=\"backup\"}"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn preempt_delay_holds_a_returning_higher_router_back_for_a_while() {
+    let l = VipLab::new(2);
+    let _b = l.tandem(1, &vrrp(100, ""));
+    l.wait_master(1);
+    let started = std::time::Instant::now();
+    let a = l.tandem(0, &vrrp(150, "preempt_delay = \"3s\"\n"));
+    // Without the delay it would preempt after Master_Down_Interval (340 ms).
+    while started.elapsed() < Duration::from_secs(1) {
+        assert_eq!(l.holders(), vec![1], "preempted before preempt_delay");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    l.wait_master(0);
+    assert_eq!(
+        metric(&a, "tandem_vrrp_state{vip=\"vrid51\",state=\"master\"}"),
         Some(1.0)
     );
 }
@@ -416,16 +467,168 @@ fn vrrp_partition_gives_two_masters_and_the_winner_reclaims_the_clients_after_th
         "holders {:?}",
         l.holders()
     );
-    let garps = metric(&a, "tandem_vrrp_garp_sent_total").unwrap_or(0.0);
+    // Its takeover burst (garp_repeat = 5 for one address) is over; alone, it sends no more.
+    let garps = || metric(&a, "tandem_vrrp_garp_sent_total{vip=\"vrid51\"}").unwrap_or(0.0);
+    assert!(wait_until(T, || garps() == 5.0), "{}", garps());
     isolate(&l.lab, &[0, 1], false);
     l.wait_master(0);
-    // The winner saw the other master's advertisement and sent its gratuitous ARPs again.
+    // The winner heard the other master (its adverts, or its last one as it yielded) and sent
+    // its gratuitous ARPs again.
     assert!(
-        wait_until(T, || metric(&a, "tandem_vrrp_garp_sent_total")
-            .unwrap_or(0.0)
-            > garps),
+        wait_until(T, || garps() > 5.0),
         "no gratuitous ARP after the heal"
     );
+}
+
+#[test]
+fn unicast_peers_a_track_script_and_notify() {
+    let l = VipLab::new(2);
+    let (ip0, ip1) = (l.lab.hosts[0].ip, l.lab.hosts[1].ip);
+    // Router 0's priority drops by 60 (to 90) while {dir}/down exists.
+    let a = l.tandem(
+        0,
+        &vrrp(
+            150,
+            &format!(
+                "unicast_peers = [\"{ip1}\"]\n\
+                 notify = \"echo $TANDEM_VIP $TANDEM_VIP_FROM $TANDEM_VIP_STATE $TANDEM_VIP_REASON >> {{dir}}/notify.log\"\n\
+                 [[vip.track]]\nscript = \"test ! -e {{dir}}/down\"\ninterval = \"50ms\"\nweight = -60\n"
+            ),
+        ),
+    );
+    let _b = l.tandem(1, &vrrp(100, &format!("unicast_peers = [\"{ip0}\"]\n")));
+    l.wait_master(0);
+    let notified = || std::fs::read_to_string(a.dir.path().join("notify.log")).unwrap_or_default();
+    assert!(
+        wait_until(T, || notified().contains("vrid51 backup master")),
+        "{}",
+        notified()
+    );
+    std::fs::write(a.dir.path().join("down"), "").unwrap_or_else(|e| panic!("{e}"));
+    l.wait_master(1);
+    assert_eq!(
+        metric(&a, "tandem_vrrp_priority{vip=\"vrid51\"}"),
+        Some(90.0)
+    );
+    assert!(
+        wait_until(T, || notified()
+            .contains("vrid51 master backup higher-priority master")),
+        "{}",
+        notified()
+    );
+    std::fs::remove_file(a.dir.path().join("down")).unwrap_or_else(|e| panic!("{e}"));
+    l.wait_master(0);
+    assert_eq!(
+        metric(&a, "tandem_vrrp_priority{vip=\"vrid51\"}"),
+        Some(150.0)
+    );
+    // The backup's adverts reached it by unicast: with peers set, it never joins 224.0.0.18.
+    assert!(metric(&a, "tandem_vrrp_adverts_received_total{vip=\"vrid51\"}").unwrap_or(0.0) > 0.0);
+}
+
+#[test]
+fn keepalived_interop_vrrp_v2() {
+    let l = VipLab::new(2);
+    let _k = l.keepalived_with(0, 150, 2, "1");
+    let t = l.tandem(
+        1,
+        "vrid = 51\npriority = 100\nadvert_int = \"1s\"\nversion = 2\n",
+    );
+    l.wait_master(0);
+    assert!(
+        wait_until(T, || metric(
+            &t,
+            "tandem_vrrp_adverts_received_total{vip=\"vrid51\"}"
+        )
+        .unwrap_or(0.0)
+            >= 2.0),
+        "{}",
+        t.metrics()
+    );
+    assert_eq!(
+        metric(&t, "tandem_vrrp_state{vip=\"vrid51\",state=\"backup\"}"),
+        Some(1.0)
+    );
+    assert!(
+        !t.metrics().contains("tandem_vrrp_packets_dropped_total"),
+        "{}",
+        t.metrics()
+    );
+}
+
+#[test]
+fn an_address_owner_is_master_at_once_and_keeps_its_own_address() {
+    let l = VipLab::new(1);
+    let own = l.lab.hosts[0].ip;
+    let cfg = format!(
+        "[admin]\nlisten = \"{}:0\"\n\n[[vip]]\ninterface = \"eth0\"\naddress = \"{own}/24\"\n{}",
+        l.lab.hosts[0].mgmt_ip,
+        vrrp(255, "")
+    );
+    let mut a = Node::start_in(bin(), &cfg, &[], None, l.lab.wrapper(0));
+    assert!(wait_until(T, || metric(
+        &a,
+        "tandem_vrrp_state{vip=\"vrid51\",state=\"master\"}"
+    ) == Some(1.0)));
+    let out = a.proc.output().join("\n");
+    assert!(
+        out.contains("address owner (priority 255) starts as master"),
+        "{out}"
+    );
+    a.proc.signal(libc::SIGTERM);
+    assert!(a.proc.wait_exit(T).is_some_and(|s| s.success()));
+    let addrs = Command::new("ip")
+        .args([
+            "-n",
+            &l.lab.hosts[0].ns,
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    assert!(addrs.contains(&format!("inet {own}/24")), "{addrs}");
+}
+
+#[test]
+fn a_changed_vip_is_refused_on_reload_and_a_missing_interface_at_start() {
+    let l = VipLab::new(1);
+    let a = l.tandem(0, &vrrp(100, ""));
+    l.wait_master(0);
+    let changed = std::fs::read_to_string(&a.config)
+        .unwrap_or_default()
+        .replace("priority = 100", "priority = 120");
+    std::fs::write(&a.config, changed).unwrap_or_else(|e| panic!("{e}"));
+    a.proc.signal(libc::SIGHUP);
+    assert!(wait_until(T, || a
+        .proc
+        .output()
+        .iter()
+        .any(|o| o.contains("[[vip]] changed: that needs a restart"))));
+    assert_eq!(l.holders(), vec![0], "the running VIP is untouched");
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cfg = dir.path().join("tandem.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[vip]]\ninterface = \"tdnone0\"\naddress = \"10.99.0.1/24\"\n{}",
+            vrrp(100, "")
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = wrapped(&l.lab, 0, bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"tdnone0\" does not exist"), "{err}");
 }
 
 // ===== leader mode =====

@@ -165,6 +165,8 @@ fn a_master_yields_to_a_higher_one_and_keeps_a_lower_one_out() {
     );
     assert_eq!(changed_to(&a), Some(State::Backup));
     assert!(a.contains(&Action::RemoveAddresses));
+    // The loser's last advertisement goes out before it yields, so the winner hears it.
+    assert_eq!(a.first(), Some(&Action::Send { priority: 100 }));
 }
 
 #[test]
