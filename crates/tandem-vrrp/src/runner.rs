@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::config::{VipAddr, VipConfig};
 use crate::fsm::{self, Action, Event, Instance, State};
 use crate::net::{accept, RxFilter, VrrpSocket};
+use crate::netlink::NetError;
 use crate::outputs::{prepare, Outputs, VipContext, VipError};
 use crate::packet::{Advert, ChecksumMode};
 use crate::track::{self, TrackUpdate};
@@ -204,15 +205,22 @@ impl Running<'_> {
         let cfg = self.ex.cfg;
         if now >= self.next_link_poll {
             self.next_link_poll = now + LINK_POLL;
-            if let Ok(l) = self.ex.out.ctx.netlink.link(&cfg.interface).await {
-                if l.up != self.link_up {
-                    self.link_up = l.up;
-                    let state = if l.up { "up" } else { "down" };
-                    let what = format!("interface {} {state}", cfg.interface);
-                    self.ex
-                        .retrack(&mut self.inst, &self.track_ok, self.link_up, &what)
-                        .await;
+            // A removed interface is down; another netlink error changes nothing.
+            let up = match self.ex.out.ctx.netlink.link(&cfg.interface).await {
+                Ok(l) => Some(l.up),
+                Err(NetError::NoInterface(_)) => Some(false),
+                Err(e) => {
+                    tracing::warn!(vip = %self.ex.out.name, error = %e, "cannot read the interface state");
+                    None
                 }
+            };
+            if let Some(up) = up.filter(|&u| u != self.link_up) {
+                self.link_up = up;
+                let state = if up { "up" } else { "down" };
+                let what = format!("interface {} {state}", cfg.interface);
+                self.ex
+                    .retrack(&mut self.inst, &self.track_ok, self.link_up, &what)
+                    .await;
             }
         }
         if self.preempt_at.is_some_and(|t| now >= t) {
