@@ -126,10 +126,12 @@ pub struct View {
 }
 
 impl View {
-    /// The lease holder's PostgreSQL, when it runs as a primary.
+    /// The lease holder's PostgreSQL, when it runs as a primary and its heartbeats arrive.
+    /// Replicas follow only such a primary: a standby stops streaming from (and acknowledging)
+    /// a primary whose agent went silent, even before its lease has run out.
     pub fn primary(&self, me: &str) -> Option<(&str, &PgMember)> {
         let holder = self.state.lease.as_ref()?.holder.as_str();
-        if holder == me {
+        if holder == me || !self.alive.contains(holder) {
             return None;
         }
         let m = self.state.members.get(holder)?.info.pg.as_ref()?;
