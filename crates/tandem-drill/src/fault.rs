@@ -53,9 +53,17 @@ pub async fn resolve(fault: &Fault, nodes: &BTreeMap<String, String>) -> Result<
         return Ok(Resolved { node, pid: None });
     }
     let node = if fault.node == "primary" {
-        current_primary(nodes)
-            .await
-            .ok_or("no node is primary: nothing to fault")?
+        // A failover may be under way at the fault's time: give the cluster a few seconds.
+        let deadline = tandem_core::clock::now() + Duration::from_secs(10);
+        loop {
+            if let Some(p) = current_primary(nodes).await {
+                break p;
+            }
+            if tandem_core::clock::now() > deadline {
+                return Err("no node is primary: nothing to fault".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     } else {
         fault.node.clone()
     };

@@ -168,30 +168,47 @@ impl Ports {
     }
 }
 
-fn node_config(i: usize, p: &Ports, dir: &Path) -> String {
+/// `[admin]`, `[node]` and `[cluster]` of member `prefix{i+1}` of a three-node demo cluster.
+fn member_sections(
+    cluster: &str,
+    prefix: &str,
+    i: usize,
+    admin: u16,
+    peer: &[u16; 3],
+    dir: &Path,
+) -> String {
     let peers = (0..3)
-        .map(|j| format!("n{} = \"127.0.0.1:{}\"", j + 1, p.peer[j]))
+        .map(|j| format!("{prefix}{} = \"127.0.0.1:{}\"", j + 1, peer[j]))
         .collect::<Vec<_>>()
         .join(", ");
     let d = dir.display();
     let n = i + 1;
     format!(
-        r#"# Cluster node n{n}: holds or follows the lease, manages service svc{n}.
-[admin]
+        r#"[admin]
 listen = "127.0.0.1:{admin}"
 token_file = "{d}/token"
 
 [node]
-name = "n{n}"
-data_dir = "{d}/n{n}"
+name = "{prefix}{n}"
+data_dir = "{d}/{prefix}{n}"
 
 [cluster]
-name = "demo"
-listen = "127.0.0.1:{peer}"
+name = "{cluster}"
+listen = "127.0.0.1:{me}"
 peers = {{ {peers} }}
 lease_ttl = "1s"
 secret_file = "{d}/secret"
+"#,
+        me = peer[i]
+    )
+}
 
+fn node_config(i: usize, p: &Ports, dir: &Path) -> String {
+    let d = dir.display();
+    let n = i + 1;
+    format!(
+        r#"# Cluster node n{n}: holds or follows the lease, manages service svc{n}.
+{members}
 [service]
 kind = "command"
 promote = "echo \"$(date +%T) n{n} promoted, fencing token $TANDEM_FENCING_TOKEN\" >> {d}/roles.log"
@@ -203,8 +220,7 @@ url = "http://127.0.0.1:{svc}/healthz"
 interval = "200ms"
 timeout = "300ms"
 "#,
-        admin = p.admin[i],
-        peer = p.peer[i],
+        members = member_sections("demo", "n", i, p.admin[i], &p.peer, dir),
         svc = p.svc[i],
     )
 }
@@ -378,29 +394,11 @@ impl PgDemo {
     }
 
     fn node_config(&self, i: usize, dir: &Path) -> String {
-        let peers = (0..3)
-            .map(|j| format!("pg{} = \"127.0.0.1:{}\"", j + 1, self.peer[j]))
-            .collect::<Vec<_>>()
-            .join(", ");
         let d = dir.display();
         let n = i + 1;
         format!(
             r#"# PostgreSQL node pg{n}: runs PostgreSQL on port {pg}; the lease decides the primary.
-[admin]
-listen = "127.0.0.1:{admin}"
-token_file = "{d}/token"
-
-[node]
-name = "pg{n}"
-data_dir = "{d}/pg{n}"
-
-[cluster]
-name = "demo-pg"
-listen = "127.0.0.1:{peer}"
-peers = {{ {peers} }}
-lease_ttl = "1s"
-secret_file = "{d}/secret"
-
+{members}
 [service]
 kind = "postgres"
 bin_dir = "{bin}"
@@ -410,8 +408,7 @@ os_user = "{user}"
 synchronous = "on"
 parameters = {{ max_connections = "50", shared_buffers = "32MB" }}
 "#,
-            admin = self.admin[i],
-            peer = self.peer[i],
+            members = member_sections("demo-pg", "pg", i, self.admin[i], &self.peer, dir),
             pg = self.pg[i],
             bin = self.bin_dir.display(),
             user = self.os_user,

@@ -141,8 +141,13 @@ impl TestCluster {
 
     /// Wait until exactly one node among `among` is primary.
     pub fn wait_primary(&self, among: &[usize]) -> usize {
+        self.wait_primary_within(among, CT)
+    }
+
+    /// `wait_primary` with another deadline.
+    pub fn wait_primary_within(&self, among: &[usize], deadline: Duration) -> usize {
         let mut found = None;
-        let ok = wait_until(CT, || {
+        let ok = wait_until(deadline, || {
             let p: Vec<usize> = among
                 .iter()
                 .copied()

@@ -109,18 +109,7 @@ impl PgLab {
     }
 
     fn wait_primary(&self, among: &[usize]) -> usize {
-        let mut found = None;
-        let ok = wait_until(LONG, || {
-            let p: Vec<usize> = among
-                .iter()
-                .copied()
-                .filter(|&i| self.is_primary(i))
-                .collect();
-            found = p.first().copied();
-            p.len() == 1
-        });
-        assert!(ok, "no single primary among {among:?}: {}", self.dump());
-        found.unwrap_or_else(|| unreachable!())
+        self.c.wait_primary_within(among, LONG)
     }
 
     fn status(&self, i: usize) -> serde_json::Value {
