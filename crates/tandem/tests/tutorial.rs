@@ -2,7 +2,7 @@
 //! `<!-- step: NAME -->`, and each step runs here as written, the way a reader runs it on a
 //! fresh machine: in a network namespace of its own (so its fixed loopback ports are free) with
 //! a private, empty /tmp, from the repository root, with this build's `tandem` first on PATH.
-//! Whatever it left running is killed by pid afterwards.
+//! Whatever it left running (in its namespace, or below its shell) is killed by pid afterwards.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -99,6 +99,56 @@ impl Drop for Netns {
     }
 }
 
+/// Parent pid and start time (clock ticks after boot) of a running process.
+fn parent_and_start(pid: i32) -> Option<(i32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "PID (COMM) STATE PPID ... STARTTIME ...": COMM may hold spaces and parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some((fields.get(1)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+/// Every process descending from `root`, with its start time.
+fn descendants(root: i32) -> Vec<(i32, u64)> {
+    let procs: Vec<(i32, i32, u64)> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter_map(|pid| parent_and_start(pid).map(|(ppid, st)| (pid, ppid, st)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out: Vec<(i32, u64)> = Vec::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        for &(pid, ppid, start) in &procs {
+            if ppid == p && !out.iter().any(|&(o, _)| o == pid) {
+                out.push((pid, start));
+                todo.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// A step that did not finish may run processes in network namespaces of its own (the vip
+/// step's hosts), out of `Netns::kill_all`'s reach: SIGTERM its shell, which runs the step's
+/// EXIT trap (its cleanup), then SIGKILL whatever of its process tree is left.
+fn stop_step(p: &mut Proc) {
+    let tree = descendants(p.pid());
+    p.signal(libc::SIGTERM);
+    if p.wait_exit(Duration::from_secs(10)).is_none() {
+        p.kill();
+    }
+    for (pid, start) in tree {
+        // Only the same process: its pid may have been reused since.
+        if parent_and_start(pid).is_some_and(|(_, s)| s == start) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
 /// Run step `name` and return its output; it must exit with status 0 within 90 s.
 fn run_step(name: &str) -> String {
     let script = steps()
@@ -138,6 +188,9 @@ fn run_step(name: &str) -> String {
     .arg(&wrapper);
     let mut p = Proc::spawn(&format!("tutorial step {name}"), cmd);
     let status = p.wait_exit(Duration::from_secs(90));
+    if status.is_none() {
+        stop_step(&mut p);
+    }
     ns.kill_all();
     let out = p.output().join("\n");
     let _ = std::fs::remove_dir_all(&dir);
@@ -164,6 +217,7 @@ fn every_step_is_tested() {
             "rpo",
             "quorum",
             "monitoring",
+            "vip",
             "postgres"
         ]
     );
@@ -254,6 +308,39 @@ fn step_monitoring() {
     tandem_testkit::require_program("promtool", "prometheus");
     assert!(out.contains("SUCCESS"), "{out}");
     assert!(out.contains("\"kind\""), "{out}");
+}
+
+#[test]
+fn step_vip() {
+    let out = run_step("vip");
+    let holders = |l: &str| -> Vec<String> {
+        l.split_once(": ")
+            .filter(|(h, addrs)| h.starts_with("host") && addrs.contains(" 10.77.0.100/24"))
+            .map(|(h, _)| vec![h.to_string()])
+            .unwrap_or_default()
+    };
+    // Two snapshots of the three hosts' addresses: before and after the crash.
+    let snapshots: Vec<Vec<String>> = out
+        .lines()
+        .filter(|l| l.starts_with("host") && l.contains(": "))
+        .collect::<Vec<_>>()
+        .chunks(3)
+        .map(|c| c.iter().flat_map(|l| holders(l)).collect())
+        .collect();
+    assert_eq!(snapshots.len(), 2, "{out}");
+    let answer = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no line {prefix:?}: {out}"))
+    };
+    let old = answer("the VIP answers from ");
+    let new = answer("after the crash, the VIP answers from ");
+    assert!(old.starts_with("host") && new.starts_with("host"), "{out}");
+    assert_ne!(old, new, "{out}");
+    // One holder each time: the host that answered.
+    assert_eq!(snapshots[0], [old], "{out}");
+    assert_eq!(snapshots[1], [new], "{out}");
 }
 
 #[test]
