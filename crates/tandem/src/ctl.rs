@@ -230,6 +230,11 @@ fn status_tables(v: &serde_json::Value) -> String {
                 let p = &m["postgres"];
                 let lsn = p["lsn"].as_u64().unwrap_or(0);
                 let name = s(&m["name"]);
+                if m["alive"] == false {
+                    // Its last report is stale: say so rather than show it.
+                    let _ = writeln!(out, "{name:<12} {:<9} (not alive: no current report)", "?");
+                    continue;
+                }
                 let _ = writeln!(
                     out,
                     "{:<12} {:<9} {:<8} {:>4} {:>14}  {:<9}  {}",
