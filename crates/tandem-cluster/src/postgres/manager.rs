@@ -172,6 +172,7 @@ pub(crate) fn start(
         upstream_since: clock::now(),
         need_rewind: false,
         rewinds_in_row: 0,
+        progress_lsn: 0,
         recorded: false,
         sync_names: String::new(),
         pending_sync: None,
@@ -214,6 +215,8 @@ struct Manager {
     need_rewind: bool,
     /// The bootstrap recorded its database in the cluster record (never remove it then).
     recorded: bool,
+    /// The highest WAL position seen replayed: progress, when it moves.
+    progress_lsn: u64,
     /// Rewinds since this replica last streamed: a second one in a row clones instead.
     rewinds_in_row: u32,
     /// (primary) the synchronous_standby_names in force.
@@ -519,6 +522,14 @@ impl Manager {
             (Some(u), false) => format!("connecting to {u}"),
             (None, _) => "waiting for a primary".into(),
         };
+        // Replay that moves forward (a standby working through local WAL before it streams) is
+        // progress, not divergence.
+        if obs.lsn > self.progress_lsn {
+            self.progress_lsn = obs.lsn;
+            if !obs.streaming {
+                self.upstream_since = clock::now();
+            }
+        }
         // A replica that cannot stream from a live primary for long has most likely diverged
         // (it had WAL the new primary never got): rewind it.
         let stuck = Duration::from_secs(3).max(self.p.ttl * 3);
