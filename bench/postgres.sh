@@ -22,7 +22,7 @@
 #   DEFAULTS_MODES="off"     sync modes run with the second and later PATRONI_TIMERS sets
 #   HOLD=3                 seconds the writers go on after a new primary is named (and how long
 #                          past that a stopped agent stays stopped)
-#   MAXWIN=120             longest a run waits for a new primary
+#   TANDEM_MAXWIN=30 PATRONI_MAXWIN=90   longest a run waits for a new primary (s)
 #   VENV=DIR               a virtualenv that already has patroni[etcd3] and psycopg (otherwise
 #                          one is made in the work directory with pip)
 #   TANDEM=...             tandem binary (default target/release/tandem, built if missing)
@@ -42,13 +42,18 @@ PATRONI_TIMERS=${PATRONI_TIMERS:-20/1/3 30/10/10}
 DEFAULTS_FAULTS=${DEFAULTS_FAULTS:-crash}
 DEFAULTS_MODES=${DEFAULTS_MODES:-off}
 HOLD=${HOLD:-3}
-MAXWIN=${MAXWIN:-120}
+TANDEM_MAXWIN=${TANDEM_MAXWIN:-30}
+PATRONI_MAXWIN=${PATRONI_MAXWIN:-90}
 ETCD=${ETCD:-/usr/bin/etcd}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 KEEP=${KEEP:-0}
 VENV=${VENV:-}
 VENV_PYTHON=${VENV_PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
-SETTLE=180   # seconds a cluster may take to be whole again (one primary, two streaming replicas)
+# Seconds a cluster may take to be whole again (one primary, two streaming replicas): tandem
+# re-clones in a second or two, Patroni rejoins within a few loop_waits.
+TANDEM_SETTLE=${TANDEM_SETTLE:-60}
+PATRONI_SETTLE=${PATRONI_SETTLE:-180}
+SETTLE=$TANDEM_SETTLE
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -394,7 +399,9 @@ start_cluster() {
 # ---------------------------------------------------------------- runs
 BASE=0
 run_case() {   # run_case LABEL SYSTEM MODE FAULT [TIMERS]
-    local label=$1 sys=$2 mode=$3 fault=$4 timers=${5:-} rep out old i agents=()
+    local label=$1 sys=$2 mode=$3 fault=$4 timers=${5:-} rep out old i agents=() maxwin=$TANDEM_MAXWIN
+    SETTLE=$TANDEM_SETTLE
+    [[ $sys == patroni ]] && { maxwin=$PATRONI_MAXWIN; SETTLE=$PATRONI_SETTLE; }
     for ((rep = 1; rep <= REPS; rep++)); do
         # Whole, and still whole 2 s later (a replica that just switched upstream has settled).
         if [[ -n $C_DIR ]] && healthy; then sleep 2; fi
@@ -414,7 +421,7 @@ run_case() {   # run_case LABEL SYSTEM MODE FAULT [TIMERS]
         out=$("$PY" "$ROOT/bench/postgres/run.py" --system "$sys" --fault "$fault" \
             --api "${C_API[@]}" --pg "${C_PG[@]}" --data "${C_DATA[@]}" --agent "${agents[@]}" \
             --names "${C_NAMES[@]}" --sync "$mode" --token-file "${C_DIR}/token" --base "$BASE" \
-            --hold "$HOLD" --maxwin "$MAXWIN" 2>>"$WORK/run.log") || out='{"ok": false, "error": "run.py failed"}'
+            --hold "$HOLD" --maxwin "$maxwin" 2>>"$WORK/run.log") || out='{"ok": false, "error": "run.py failed"}'
         "$PY" - "$label" "$mode" "$rep" "$out" >>"$RESULTS" <<'EOF'
 import json, sys
 r = json.loads(sys.argv[4])
