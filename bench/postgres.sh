@@ -22,7 +22,7 @@
 #   DEFAULTS_MODES="off"     sync modes run with the second and later PATRONI_TIMERS sets
 #   HOLD=3                 seconds the writers go on after a new primary is named (and how long
 #                          past that a stopped agent stays stopped)
-#   TANDEM_MAXWIN=30 PATRONI_MAXWIN=90   longest a run waits for a new primary (s)
+#   TANDEM_MAXWIN=15 PATRONI_MAXWIN=90   longest a run waits for a new primary (s)
 #   VENV=DIR               a virtualenv that already has patroni[etcd3] and psycopg (otherwise
 #                          one is made in the work directory with pip)
 #   TANDEM=...             tandem binary (default target/release/tandem, built if missing)
@@ -42,7 +42,7 @@ PATRONI_TIMERS=${PATRONI_TIMERS:-20/1/3 30/10/10}
 DEFAULTS_FAULTS=${DEFAULTS_FAULTS:-crash}
 DEFAULTS_MODES=${DEFAULTS_MODES:-off}
 HOLD=${HOLD:-3}
-TANDEM_MAXWIN=${TANDEM_MAXWIN:-30}
+TANDEM_MAXWIN=${TANDEM_MAXWIN:-15}
 PATRONI_MAXWIN=${PATRONI_MAXWIN:-90}
 ETCD=${ETCD:-/usr/bin/etcd}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -83,7 +83,7 @@ stop_postmasters() {
     while IFS= read -r f; do
         pm=$(head -n1 "$f" 2>/dev/null) || continue
         [[ $pm =~ ^[0-9]+$ ]] || continue
-        tr '\0' ' ' <"/proc/$pm/cmdline" 2>/dev/null | grep -qF "$(dirname "$f")" || continue
+        { tr "\0" " " <"/proc/$pm/cmdline"; } 2>/dev/null | grep -qF "$(dirname "$f")" || continue
         kill -INT "$pm" 2>/dev/null || true
         for ((i = 0; i < 50; i++)); do kill -0 "$pm" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pm" 2>/dev/null || true

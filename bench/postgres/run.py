@@ -366,7 +366,8 @@ def main():
     # Read back from the primary: every acknowledged number must be there.
     rows = None
     prim = None
-    rb_deadline = time.monotonic() + 60
+    # Without a new primary there is little to wait for: a short look (the old one may be back).
+    rb_deadline = time.monotonic() + (60 if t_new is not None else 5)
     while time.monotonic() < rb_deadline and rows is None:
         ok = primaries(args.api)
         if len(ok) == 1:
