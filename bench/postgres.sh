@@ -27,6 +27,8 @@
 #                          one is made in the work directory with pip)
 #   TANDEM=...             tandem binary (default target/release/tandem, built if missing)
 #   ETCD=/usr/bin/etcd     PG_BIN=/usr/lib/postgresql/15/bin
+#   FRESH=1                a fresh cluster for every run, the fault about 1 s after it is whole
+#                          (labels get " fresh"; see bench/README.md for why this exists)
 #   KEEP=1                 keep the work directory (configs, logs, raw JSON results)
 
 set -euo pipefail
@@ -47,6 +49,7 @@ PATRONI_MAXWIN=${PATRONI_MAXWIN:-90}
 ETCD=${ETCD:-/usr/bin/etcd}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 KEEP=${KEEP:-0}
+FRESH=${FRESH:-0}
 VENV=${VENV:-}
 VENV_PYTHON=${VENV_PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
 # Seconds a cluster may take to be whole again (one primary, two streaming replicas): tandem
@@ -357,6 +360,10 @@ stop_cluster() {
 healthy() {
     local deadline=$((SECONDS + SETTLE)) i prim rep syn
     while ((SECONDS < deadline)); do
+        # An agent that exited (a port taken meanwhile, a bad config) will not come back.
+        for i in 0 1 2; do
+            kill -0 "${PROCS[${C_NAMES[i]}]:-none}" 2>/dev/null || { log "  ${C_NAMES[i]} is not running: $(tail -n 1 "${C_LOG[i]}" 2>/dev/null)"; return 1; }
+        done
         prim=() rep=0 syn=0
         for i in 0 1 2; do
             [[ $(code "${C_API[i]}" /primary) == 200 ]] && prim+=("$i")
@@ -385,13 +392,15 @@ make_table() {
 
 # start_cluster SYSTEM MODE [TIMERS]: a fresh cluster, healthy, with the table.
 start_cluster() {
-    local t0=$SECONDS
-    if [[ $1 == tandem ]]; then new_tandem "$2"; else new_patroni "$2" "$3"; fi
-    if ! healthy; then
+    local t0=$SECONDS try
+    for try in 1 2; do
+        if [[ $1 == tandem ]]; then new_tandem "$2"; else new_patroni "$2" "$3"; fi
+        healthy && break
         log "  the new $1 cluster did not become healthy within ${SETTLE}s (logs in $C_DIR)"
         KEEP=1
-        return 1
-    fi
+        stop_cluster
+        ((try == 2)) && return 1
+    done
     make_table
     log "  $1 cluster up in $((SECONDS - t0)) s (primary ${C_NAMES[HEALTHY_PRIMARY]})"
 }
@@ -399,12 +408,14 @@ start_cluster() {
 # ---------------------------------------------------------------- runs
 BASE=0
 run_case() {   # run_case LABEL SYSTEM MODE FAULT [TIMERS]
-    local label=$1 sys=$2 mode=$3 fault=$4 timers=${5:-} rep out old i agents=() maxwin=$TANDEM_MAXWIN
+    local label=$1$( ((FRESH)) && echo " fresh") sys=$2 mode=$3 fault=$4 timers=${5:-} rep out old i agents=() maxwin=$TANDEM_MAXWIN
     SETTLE=$TANDEM_SETTLE
     [[ $sys == patroni ]] && { maxwin=$PATRONI_MAXWIN; SETTLE=$PATRONI_SETTLE; }
     for ((rep = 1; rep <= REPS; rep++)); do
+        if ((FRESH)); then
+            stop_cluster
         # Whole, and still whole 2 s later (a replica that just switched upstream has settled).
-        if [[ -n $C_DIR ]] && healthy; then sleep 2; fi
+        elif [[ -n $C_DIR ]] && healthy; then sleep 2; fi
         if [[ -z $C_DIR ]] || ! healthy; then
             log "  $label: the cluster is not whole, starting a new one"
             stop_cluster
@@ -446,6 +457,8 @@ EOF
                 start_agent "$i"
             fi
         done
+        # A fresh cluster comes for the next run anyway.
+        ((FRESH)) && continue
         if ! healthy; then
             log "  $label: the cluster did not heal within ${SETTLE}s after the run (kept in $C_DIR)"
             echo "$label sync=$mode $fault run $rep: the cluster did not heal within ${SETTLE}s (old primary $old)" >>"$NOTES"

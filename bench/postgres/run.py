@@ -399,7 +399,13 @@ def main():
         res[k] = d
     res["ok"] = t_new is not None and rows is not None
     if not res["ok"]:
-        res["error"] = "no new primary" if t_new is None else "could not read back"
+        if t_new is None:
+            now = primaries(args.api)
+            res["error"] = (f"{'the target' if target is not None else 'no other node'} was not "
+                            f"primary within {args.maxwin:g}s; primary now: "
+                            f"{', '.join(args.names[i] for i in now) or 'none'}")
+        else:
+            res["error"] = "could not read back"
     print(json.dumps(res))
 
 

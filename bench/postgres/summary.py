@@ -1,5 +1,6 @@
 """Tables of bench/postgres.sh from its JSON lines (one per run): min/median/max per case and
-writer, ratios of the medians tandem / Patroni. Usage: summary.py RESULTS.jsonl"""
+writer, ratios of the medians tandem / Patroni. Usage: summary.py RESULTS.jsonl...
+(several files: their runs are put side by side, e.g. a FRESH=1 tandem run next to a full one)"""
 
 import json
 import statistics
@@ -45,7 +46,7 @@ def ratio(t, p):
 
 
 def main():
-    rows = load(sys.argv[1])
+    rows = [r for path in sys.argv[1:] for r in load(path)]
     labels = []
     for r in rows:
         if r.get("label") and r["label"] not in labels:
@@ -74,13 +75,14 @@ def main():
         ("acknowledged writes lost (missing on the primary afterwards): min / median / max",
          lambda r, w: r[w]["lost"], lambda v: f"{v:g}"),
     ]
-    width = 22
+    width = 34
     for title, get, fmt in metrics:
         print()
         print(f"## {title}")
         print()
         head = f"| {'fault':<11} | sync | writer | " + " | ".join(f"{c:>{width}}" for c in cols)
-        head += " | ratio |" if ref and tandem else " |"
+        rnames = [("ratio" if len(tandem) == 1 else f"ratio {t[len('tandem '):]}") for t in tandem]
+        head += (" | " + " | ".join(rnames) + " |") if ref and tandem else " |"
         print(head)
         print(sep(head))
         for fault, _ in FAULTS:
@@ -101,7 +103,8 @@ def main():
                     line = f"| {fault:<11} | {mode:<4} | {wname:<6} | " + " | ".join(
                         f"{c:>{width}}" for c in cells)
                     if ref and tandem:
-                        line += f" | {ratio(meds.get(tandem[0]), meds.get(ref)):>5} |"
+                        line += " | " + " | ".join(f"{ratio(meds.get(t), meds.get(ref)):>{len(n)}}"
+                                                   for t, n in zip(tandem, rnames)) + " |"
                     else:
                         line += " |"
                     print(line)
