@@ -105,7 +105,7 @@ cleanup() {
         pid=${PROCS[$name]}
         for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        [[ $name == etcd ]] && { wait "$pid" 2>/dev/null || true; }
     done
     stop_postmasters "$WORK"
     if [[ $KEEP == 1 || $rc != 0 ]]; then
@@ -135,7 +135,6 @@ stop_procs() {
             log "  $name ($pid) did not stop within 20 s of SIGTERM: SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
         fi
-        wait "$pid" 2>/dev/null || true
         unset "PROCS[$name]"
     done
 }
@@ -417,7 +416,7 @@ run_case() {   # run_case LABEL SYSTEM MODE FAULT [TIMERS]
         # Whole, and still whole 2 s later (a replica that just switched upstream has settled).
         elif [[ -n $C_DIR ]] && healthy; then sleep 2; fi
         if [[ -z $C_DIR ]] || ! healthy; then
-            log "  $label: the cluster is not whole, starting a new one"
+            ((FRESH)) || log "  $label: the cluster is not whole, starting a new one"
             stop_cluster
             start_cluster "$sys" "$mode" "$timers" || {
                 echo "$label sync=$mode: no healthy cluster, its remaining faults skipped" >>"$NOTES"
@@ -453,7 +452,6 @@ EOF
         old=$(sed -n 's/.*"old": "\([^"]*\)".*/\1/p' <<<"$out")
         for i in 0 1 2; do
             if [[ ${C_NAMES[i]} == "$old" ]] && ! kill -0 "${PROCS[$old]}" 2>/dev/null; then
-                wait "${PROCS[$old]}" 2>/dev/null || true
                 start_agent "$i"
             fi
         done
