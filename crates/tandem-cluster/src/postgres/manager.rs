@@ -522,8 +522,12 @@ impl Manager {
             (Some(u), false) => format!("connecting to {u}"),
             (None, _) => "waiting for a primary".into(),
         };
-        // Replay that moves forward (a standby working through local WAL before it streams) is
-        // progress, not divergence.
+        // The clock for "cannot follow" runs from the last moment it streamed (or started to
+        // follow); replay that moves forward (a standby working through local WAL before it
+        // streams) is progress, not divergence.
+        if obs.streaming {
+            self.upstream_since = clock::now();
+        }
         if obs.lsn > self.progress_lsn {
             self.progress_lsn = obs.lsn;
             if !obs.streaming {
