@@ -47,6 +47,9 @@ pub struct ClusterStatus {
     pub role: &'static str,
     pub healthy: bool,
     pub has_quorum: bool,
+    /// With the embedded Raft: the member that leads the Raft group, as this node knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_leader: Option<String>,
     pub lease_holder: Option<String>,
     pub fencing_token: Option<u64>,
     /// The store's lease version (changes on every lease write).
@@ -705,6 +708,7 @@ impl<D: Dcs> Agent<D> {
             role: "replica",
             healthy: true,
             has_quorum: false,
+            store_leader: self.parts.dcs.store_leader(),
             lease_holder: holder,
             fencing_token: view.lease.as_ref().map(|l| l.token),
             lease_version: view.version,

@@ -27,6 +27,10 @@ pub trait Dcs: Send + Sync + 'static {
     fn write(&self, cmd: Command) -> impl Future<Output = Result<Outcome, DcsError>> + Send;
     /// Best effort: whether this node reaches a quorum right now.
     fn has_quorum(&self) -> bool;
+    /// The member that leads the store, when the store is made of the members (embedded Raft).
+    fn store_leader(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A store in memory, for engine-level tests of the agent. Not a consensus store.

@@ -22,8 +22,9 @@ fn directives(level: &str) -> String {
 pub fn init(format: Format, level: Option<&str>) {
     let filter = match level {
         Some(l) => EnvFilter::new(directives(l)),
-        None => EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new(directives("info"))),
+        None => {
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives("info")))
+        }
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

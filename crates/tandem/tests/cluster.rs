@@ -67,6 +67,68 @@ fn a_hung_primary_finds_its_lease_expired_when_it_resumes() {
     assert_safe(&watch.stop());
 }
 
+/// A replica frozen past the election timeout comes back without an election of its own (the
+/// pre-vote): the primary keeps its quorum, its lease and its token.
+#[test]
+fn a_replica_back_from_a_pause_does_not_disturb_the_primary() {
+    let c = cluster(3, |_| String::new());
+    let p = c.wait_primary(&[0, 1, 2]);
+    // Settled: every member has a quorum and sees the same holder.
+    let token = c.nodes[p].get_json("/primary")["fencing_token"].clone();
+    assert!(token.as_u64().is_some_and(|t| t >= 1), "{token}");
+    let mut leader = String::new();
+    assert!(wait_until(T, || (0..3).all(|i| {
+        let st = c.nodes[i].get_json("/cluster");
+        leader = st["store_leader"].as_str().unwrap_or_default().to_string();
+        st["has_quorum"] == true && st["fencing_token"] == token && !leader.is_empty()
+    })));
+    // Freeze a Raft follower: freezing the Raft leader is a Raft failover, whose election
+    // the primary's lease survives only with slack to spare.
+    let r = c
+        .others(p)
+        .into_iter()
+        .find(|&i| format!("n{}", i + 1) != leader)
+        .unwrap_or_else(|| panic!("no follower besides the primary (leader {leader})"));
+    let watch = c.watch();
+    c.nodes[r].proc.stop();
+    // Long enough for the frozen node's election timer to run out several times over.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        c.nodes[p].get_json("/cluster")["has_quorum"] == true,
+        "the primary lost its quorum with one replica frozen"
+    );
+    let resumed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    c.nodes[r].proc.cont();
+    // The frozen node catches up and sees the same holder.
+    let mut st = serde_json::Value::Null;
+    let caught_up = wait_until(T, || {
+        st = c.nodes[r].get_json("/cluster");
+        st["has_quorum"] == true && st["fencing_token"] == token
+    });
+    assert!(
+        caught_up,
+        "the frozen node did not catch up (token {token}): {st}"
+    );
+    // Watch the primary for a while after the return.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(c.is_primary(p));
+    assert_eq!(c.nodes[p].get_json("/cluster")["fencing_token"], token);
+    let events = c.nodes[p].get_json("/events?kind=quorum_lost,demoted");
+    let after: Vec<_> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["at_ms"].as_u64().unwrap_or(0) >= resumed_at)
+        .collect();
+    assert!(after.is_empty(), "the primary was disturbed: {after:?}");
+    let report = watch.stop();
+    assert_safe(&report);
+    assert_eq!(report.primaries.len(), 1, "{:?}", report.primaries);
+}
+
 #[test]
 fn without_quorum_nobody_is_primary() {
     let mut c = cluster(3, |_| String::new());

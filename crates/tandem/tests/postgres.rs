@@ -131,10 +131,53 @@ impl PgLab {
     }
 
     fn dump(&self) -> String {
-        (0..3)
-            .map(|i| format!("n{}: {}", i + 1, self.status(i)["postgres"]))
-            .collect::<Vec<_>>()
-            .join("\n")
+        let mut out = (0..3)
+            .map(|i| {
+                format!(
+                    "n{}: /replica {} /primary {} {}",
+                    i + 1,
+                    self.code(i, "/replica"),
+                    self.code(i, "/primary"),
+                    self.status(i)["postgres"]
+                )
+            })
+            .collect::<Vec<_>>();
+        // Every node's events on one time line: what happened, in order.
+        let mut events = Vec::new();
+        for i in 0..3 {
+            let got = http::request_timeout(
+                self.c.nodes[i].admin(),
+                "GET",
+                "/events",
+                Duration::from_secs(1),
+            )
+            .ok()
+            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok());
+            for e in got
+                .as_ref()
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                let at = e["at_ms"].as_u64().unwrap_or(0);
+                events.push((
+                    at,
+                    format!(
+                        "{}.{:03} n{} {} {}: {}",
+                        at / 1000 % 1000,
+                        at % 1000,
+                        i + 1,
+                        e["kind"].as_str().unwrap_or("?"),
+                        e["subject"].as_str().unwrap_or(""),
+                        e["reason"].as_str().unwrap_or("")
+                    ),
+                ));
+            }
+        }
+        events.sort();
+        out.push("events:".into());
+        out.extend(events.into_iter().map(|(_, l)| l));
+        out.join("\n")
     }
 
     /// Every node but `p` streams as a replica.

@@ -3,6 +3,7 @@
 //! peer list on first start.
 
 pub mod peer;
+mod prevote;
 mod store;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::AppendEntriesResponse;
 use openraft::{BasicNode, Raft, ServerState};
 use serde::de::DeserializeOwned;
 use tandem_core::{Shutdown, TaskHandle};
@@ -62,6 +64,9 @@ pub struct RaftDcs {
     /// Bound on one write: a leader that lost its quorum would otherwise wait forever.
     write_timeout: Duration,
     _server: TaskHandle,
+    _elector: TaskHandle,
+    contact: Arc<prevote::Contact>,
+    names: BTreeMap<NodeId, String>,
 }
 
 /// Node ids follow the sorted peer names, so every member derives the same ones.
@@ -92,6 +97,8 @@ impl RaftDcs {
             election_timeout_min: heartbeat * 4,
             election_timeout_max: heartbeat * 8,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
+            // Elections start only after a pre-vote (see prevote.rs).
+            enable_elect: false,
             max_in_snapshot_log_to_keep: 100,
             ..Default::default()
         }
@@ -116,11 +123,19 @@ impl RaftDcs {
         tracing::info!(component = "cluster", addr = %bound, "listening");
         // Bound on one write: a leader that lost its quorum would otherwise wait forever.
         let write_timeout = parts.lease_ttl;
+        let contact = prevote::Contact::new();
+        let timing = prevote::Timing {
+            tick: Duration::from_millis(heartbeat),
+            election_min: Duration::from_millis(heartbeat * 4),
+            election_max: Duration::from_millis(heartbeat * 8),
+        };
         let app = router(ServerCtx {
             raft: raft.clone(),
             secret: secret.clone(),
             metrics: parts.metrics.clone(),
             write_timeout,
+            contact: contact.clone(),
+            lease: timing.election_max,
         })
         .merge(parts.extra);
         let stop = parts.shutdown.clone();
@@ -149,6 +164,21 @@ impl RaftDcs {
                 }
             }
         });
+        let others = parts
+            .peers
+            .iter()
+            .filter(|(n, _)| **n != parts.node)
+            .map(|(_, a)| Arc::new(PeerClient::new(a.clone(), secret.clone())))
+            .collect();
+        let contact_seen = contact.clone();
+        let elector = TaskHandle::spawn(prevote::drive(
+            raft.clone(),
+            me,
+            others,
+            contact.clone(),
+            timing,
+            parts.shutdown.clone(),
+        ));
         let members: BTreeMap<NodeId, BasicNode> = parts
             .peers
             .iter()
@@ -177,9 +207,30 @@ impl RaftDcs {
                      changing members is not supported: restore the original peers, or start every node with an empty data dir"
                 ));
             }
-        } else if let Err(e) = raft.initialize(members).await {
-            // Every member may do this with the same membership; it is a no-op once formed.
-            tracing::debug!(error = %e, "raft already initialized");
+        } else if ids.values().min() == Some(&me) {
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!(error = %e, "raft already initialized");
+            }
+        } else {
+            // The first member forms the cluster and the others learn it from its first
+            // messages. One that formed it on its own too (each starts an election in the
+            // same term) would unseat that first leader as soon as it starts; so the others
+            // form it only if the first member has not done so after a few election timeouts
+            // (it may be down). Forming is a no-op once formed.
+            let raft = raft.clone();
+            let wait = Duration::from_millis(heartbeat * 8 * 3);
+            tokio::spawn(async move {
+                let until = tokio::time::Instant::now() + wait;
+                while tokio::time::Instant::now() < until {
+                    if raft.is_initialized().await.unwrap_or(true) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(heartbeat)).await;
+                }
+                if let Err(e) = raft.initialize(members).await {
+                    tracing::debug!(error = %e, "raft already initialized");
+                }
+            });
         }
         Ok(Arc::new(RaftDcs {
             raft,
@@ -189,6 +240,9 @@ impl RaftDcs {
             election_max: Duration::from_millis(heartbeat * 8),
             write_timeout,
             _server: server,
+            _elector: elector,
+            contact: contact_seen,
+            names: ids.iter().map(|(n, id)| (*id, n.clone())).collect(),
         }))
     }
 
@@ -237,13 +291,27 @@ impl Dcs for RaftDcs {
         }
     }
 
+    fn store_leader(&self) -> Option<String> {
+        let leader = self.raft.metrics().borrow().current_leader?;
+        if leader != self.me && self.contact.since() >= self.election_max * 3 {
+            return None;
+        }
+        self.names.get(&leader).cloned()
+    }
+
     fn has_quorum(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();
         match m.state {
             ServerState::Leader => m
                 .millis_since_quorum_ack
                 .is_some_and(|ms| ms < self.election_max.as_millis() as u64),
-            _ => m.current_leader.is_some_and(|l| l != self.me),
+            // A follower keeps the last leader's id until an election: it has a quorum only
+            // while it hears from that leader (within about a lease ttl, so that a busy
+            // machine's late heartbeats do not make it flap).
+            _ => {
+                m.current_leader.is_some_and(|l| l != self.me)
+                    && self.contact.since() < self.election_max * 3
+            }
         }
     }
 }
@@ -256,12 +324,16 @@ struct ServerCtx {
     secret: Arc<str>,
     metrics: ClusterMetrics,
     write_timeout: Duration,
+    contact: Arc<prevote::Contact>,
+    /// How long a member that heard from a leader refuses a pre-vote.
+    lease: Duration,
 }
 
 fn router(ctx: ServerCtx) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
+        .route("/raft/prevote", post(prevote))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/write", post(forwarded_write))
         .with_state(ctx)
@@ -305,21 +377,52 @@ fn json<T: serde::Serialize>(v: &T) -> Response {
 
 async fn append(State(ctx): State<ServerCtx>, headers: HeaderMap, body: Bytes) -> Response {
     match accept(&ctx, "/raft/append", &headers, &body) {
-        Ok(req) => json(&ctx.raft.append_entries(req).await),
+        Ok(req) => {
+            let r = ctx.raft.append_entries(req).await;
+            // Anything but "your term is old" comes from the current leader.
+            if matches!(
+                r,
+                Ok(AppendEntriesResponse::Success
+                    | AppendEntriesResponse::PartialSuccess(_)
+                    | AppendEntriesResponse::Conflict)
+            ) {
+                ctx.contact.touch();
+            }
+            json(&r)
+        }
         Err(r) => *r,
     }
 }
 
 async fn vote(State(ctx): State<ServerCtx>, headers: HeaderMap, body: Bytes) -> Response {
     match accept(&ctx, "/raft/vote", &headers, &body) {
-        Ok(req) => json(&ctx.raft.vote(req).await),
+        Ok(req) => {
+            let r = ctx.raft.vote(req).await;
+            if r.as_ref().is_ok_and(|v| v.vote_granted) {
+                ctx.contact.touch();
+            }
+            json(&r)
+        }
+        Err(r) => *r,
+    }
+}
+
+async fn prevote(State(ctx): State<ServerCtx>, headers: HeaderMap, body: Bytes) -> Response {
+    match accept::<prevote::PreVoteRequest>(&ctx, "/raft/prevote", &headers, &body) {
+        Ok(req) => json(&prevote::answer(&ctx.raft, &ctx.contact, ctx.lease, &req)),
         Err(r) => *r,
     }
 }
 
 async fn snapshot(State(ctx): State<ServerCtx>, headers: HeaderMap, body: Bytes) -> Response {
     match accept(&ctx, "/raft/snapshot", &headers, &body) {
-        Ok(req) => json(&ctx.raft.install_snapshot(req).await),
+        Ok(req) => {
+            let r = ctx.raft.install_snapshot(req).await;
+            if r.is_ok() {
+                ctx.contact.touch();
+            }
+            json(&r)
+        }
         Err(r) => *r,
     }
 }

@@ -1,0 +1,255 @@
+//! When to start a Raft election: only after a pre-vote (Raft thesis, section 9.6).
+//!
+//! openraft 0.9 starts an election as soon as a follower's timer runs out. A node that comes
+//! back from a pause (SIGSTOP, a VM freeze) or from the minority side of a partition has a
+//! stale timer: it raises the term at once, the healthy leader sees the higher term in the
+//! answers to its heartbeats and steps down, and the primary's lease renewals stall while a new
+//! leader is elected, sometimes long enough to move the lease. A returning node must not cost
+//! the cluster its primary.
+//!
+//! So openraft's own election timer is off (`enable_elect = false`) and this driver decides:
+//! when no leader has been heard from for the election timeout, it asks the other members
+//! whether they would vote, and triggers openraft's election only if a majority (itself
+//! included) would. A member says no while it is a leader with a recent quorum or has heard
+//! from one within the leader lease, which is the test openraft applies to real vote requests.
+//! This decides only *when* an election starts; who wins, terms, logs and commits stay
+//! openraft's, so safety does not depend on it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{LogId, Raft, ServerState};
+use serde::{Deserialize, Serialize};
+use tandem_core::Shutdown;
+use tokio::time::Instant;
+
+use super::peer::PeerClient;
+use super::{NodeId, TypeConfig};
+
+/// The last moment a leader was heard from (an accepted append or snapshot, or a vote granted
+/// to a candidate, which restarts the wait as Raft's timer does).
+pub struct Contact {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Contact {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    pub fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    pub fn since(&self) -> Duration {
+        let now = self.base.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PreVoteRequest {
+    pub from: NodeId,
+    /// The candidate's last log entry: a member with more log would not vote for it.
+    pub last_log: Option<LogId<NodeId>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PreVoteResponse {
+    pub granted: bool,
+    /// Why not, for the log.
+    pub reason: Option<String>,
+}
+
+/// Timings, from the openraft config.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub tick: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+}
+
+impl Timing {
+    /// A random election timeout, drawn anew for each attempt.
+    fn jitter(&self) -> Duration {
+        let span = self.election_max.saturating_sub(self.election_min);
+        self.election_min + span.mul_f64(random_unit())
+    }
+
+    /// A follower that knew a leader waits the leader lease plus the random timeout (as
+    /// openraft's own timer does); a candidate or a new member only the random part.
+    fn timeout(&self, jitter: Duration, committed: bool) -> Duration {
+        if committed {
+            jitter + self.election_max
+        } else {
+            jitter
+        }
+    }
+}
+
+/// A number in [0, 1) that differs between processes and calls (jitter only).
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The answer to a pre-vote request, from this node's view.
+pub fn answer(
+    raft: &Raft<TypeConfig>,
+    contact: &Contact,
+    lease: Duration,
+    req: &PreVoteRequest,
+) -> PreVoteResponse {
+    let mine = raft.data_metrics().borrow().last_log;
+    if req.last_log < mine {
+        return PreVoteResponse {
+            granted: false,
+            reason: Some("the candidate's log is behind".into()),
+        };
+    }
+    let m = raft.metrics().borrow().clone();
+    let lease_ms = lease.as_millis() as u64;
+    if m.state == ServerState::Leader && m.millis_since_quorum_ack.is_some_and(|ms| ms < lease_ms) {
+        return PreVoteResponse {
+            granted: false,
+            reason: Some("this node leads with a quorum".into()),
+        };
+    }
+    if m.state != ServerState::Leader && contact.since() < lease {
+        return PreVoteResponse {
+            granted: false,
+            reason: Some("this node hears from a leader".into()),
+        };
+    }
+    PreVoteResponse {
+        granted: true,
+        reason: None,
+    }
+}
+
+/// Run until shutdown: trigger an election when a leader has been missing for the timeout and
+/// a majority agrees.
+pub async fn drive(
+    raft: Raft<TypeConfig>,
+    me: NodeId,
+    peers: Vec<Arc<PeerClient>>,
+    contact: Arc<Contact>,
+    timing: Timing,
+    shutdown: Shutdown,
+) {
+    let voters = peers.len() + 1;
+    let mut jitter = timing.jitter();
+    // The wait runs from the last word of a leader or from this node's last attempt.
+    let mut last_try = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(timing.tick) => {}
+        }
+        let m = raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader || m.state == ServerState::Shutdown {
+            last_try = Instant::now();
+            continue;
+        }
+        let timeout = timing.timeout(jitter, m.vote.is_committed());
+        if contact.since() < timeout || last_try.elapsed() < timeout {
+            continue;
+        }
+        // Not yet part of the formed cluster (only asked for a vote so far): nothing to lead.
+        if !m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == me)
+        {
+            continue;
+        }
+        let last_log = raft.data_metrics().borrow().last_log;
+        let mut asks = tokio::task::JoinSet::new();
+        for p in &peers {
+            let p = p.clone();
+            asks.spawn(async move {
+                let req = PreVoteRequest { from: me, last_log };
+                p.call::<_, PreVoteResponse>("/raft/prevote", &req, timing.election_min)
+                    .await
+                    .is_ok_and(|r| r.granted)
+            });
+        }
+        // A majority either way decides: a stopped member's silence is not waited for.
+        let (mut granted, mut refused) = (1, 0);
+        while let Some(r) = asks.join_next().await {
+            if r.unwrap_or(false) {
+                granted += 1;
+            } else {
+                refused += 1;
+            }
+            if granted * 2 > voters || refused * 2 >= voters {
+                break;
+            }
+        }
+        asks.abort_all();
+        // A leader may have spoken while the answers came in.
+        let elect = granted * 2 > voters && contact.since() >= timeout;
+        if elect {
+            tracing::info!(
+                component = "cluster",
+                granted,
+                voters,
+                "no raft leader heard from: starting an election"
+            );
+            if raft.trigger().elect().await.is_err() {
+                return;
+            }
+        }
+        // Either way, wait a full (new, random) timeout before asking again.
+        last_try = Instant::now();
+        jitter = timing.jitter();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_stay_in_range_and_vary() {
+        let t = Timing {
+            tick: Duration::from_millis(40),
+            election_min: Duration::from_millis(160),
+            election_max: Duration::from_millis(320),
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let j = t.jitter();
+            let c = t.timeout(j, false);
+            assert!(c >= t.election_min && c < t.election_max, "{c:?}");
+            let f = t.timeout(j, true);
+            assert!(f >= t.election_min + t.election_max, "{f:?}");
+            assert!(f < t.election_max * 2, "{f:?}");
+            seen.insert(c.as_millis());
+        }
+        assert!(seen.len() > 10, "no jitter: {seen:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn contact_measures_from_the_last_touch() {
+        let c = Contact::new();
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(c.since() >= Duration::from_millis(500));
+        c.touch();
+        assert!(c.since() < Duration::from_millis(5));
+    }
+}
