@@ -1,7 +1,9 @@
 //! docs/tutorial.md cannot drift: every ```sh block in it is a step, marked
 //! `<!-- step: NAME -->`, and each step runs here as written, the way a reader runs it on a
 //! fresh machine: in a network namespace of its own (so its fixed loopback ports are free) with
-//! a private, empty /tmp, from the repository root, with this build's `tandem` first on PATH.
+//! private, empty `/tmp/tandem-tutorial` and `/tmp/tandem-example` (the only paths the tutorial
+//! writes; the rest of /tmp stays visible, so a checkout under /tmp works), from the repository
+//! root, with this build's `tandem` first on PATH.
 //! Whatever it left running (in its namespace, or below its shell) is killed by pid afterwards.
 
 use std::path::{Path, PathBuf};
@@ -165,7 +167,10 @@ fn run_step(name: &str) -> String {
     std::fs::write(
         &wrapper,
         format!(
-            "set -euo pipefail\nmount -t tmpfs -o size=1g tmpfs /tmp\n\
+            "set -euo pipefail\n\
+             mkdir -p /tmp/tandem-tutorial /tmp/tandem-example\n\
+             mount -t tmpfs -o size=1g tmpfs /tmp/tandem-tutorial\n\
+             mount -t tmpfs -o size=256m tmpfs /tmp/tandem-example\n\
              trap 'echo \"---- failed at line $LINENO; logs:\"; tail -n 30 /tmp/tandem-tutorial/*.log 2> /dev/null' ERR\n\
              cd {}\nexport PATH={}:$PATH\n{script}\n",
             repo().display(),
