@@ -173,6 +173,7 @@ pub(crate) fn start(
         need_rewind: false,
         rewinds_in_row: 0,
         progress_lsn: 0,
+        streamed_tli: 0,
         recorded: false,
         sync_names: String::new(),
         pending_sync: None,
@@ -217,6 +218,8 @@ struct Manager {
     recorded: bool,
     /// The highest WAL position seen replayed: progress, when it moves.
     progress_lsn: u64,
+    /// The newest timeline this data directory received WAL on while streaming.
+    streamed_tli: u32,
     /// Rewinds since this replica last streamed: a second one in a row clones instead.
     rewinds_in_row: u32,
     /// (primary) the synchronous_standby_names in force.
@@ -390,7 +393,7 @@ impl Manager {
         match tokio::time::timeout(limit, c.query_one(q, &[])).await {
             Ok(Ok(row)) => {
                 let lsn_text: String = row.get(1);
-                Obs {
+                let mut obs = Obs {
                     running: true,
                     primary: !row.get::<_, bool>(0),
                     lsn: parse_lsn(&lsn_text).unwrap_or(0),
@@ -398,7 +401,18 @@ impl Manager {
                     streaming: row.get(2),
                     timeline: row.get::<_, i32>(3).max(0) as u32,
                     sysid: row.get(4),
+                };
+                // Once the stream ends (its primary stopped), PostgreSQL only tells the last
+                // checkpoint's timeline, older than the WAL it received after a promotion:
+                // keep the newest timeline it streamed on, or it would look behind replicas
+                // whose last report was made while streaming (and refuse to be promoted).
+                if !obs.primary {
+                    if obs.streaming {
+                        self.streamed_tli = self.streamed_tli.max(obs.timeline);
+                    }
+                    obs.timeline = obs.timeline.max(self.streamed_tli);
                 }
+                obs
             }
             _ => {
                 self.client = None;
@@ -585,6 +599,7 @@ impl Manager {
             if let Some(e) = self.pg.not_empty() {
                 return self.fail(e);
             }
+            self.streamed_tli = 0;
             let r = self.pg.basebackup(&addr).await;
             let label = ResultLabel {
                 result: if r.is_ok() { "ok" } else { "failed" }.into(),
@@ -672,6 +687,7 @@ impl Manager {
         }
         match self.pg.set_aside() {
             Ok(aside) => {
+                self.streamed_tli = 0;
                 self.rewinds_in_row = 0;
                 self.event(
                     "postgres_reclone",
