@@ -154,16 +154,26 @@ impl Node {
 
     /// POST to the admin API with the node's token (if any).
     pub fn post(&self, path: &str, body: &str) -> crate::http::Response {
-        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
-        if let Some(t) = &self.token {
-            headers.push(("authorization".to_string(), format!("Bearer {t}")));
-        }
-        let h: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(a, b)| (a.as_str(), b.as_str()))
-            .collect();
-        crate::http::request(self.admin(), "POST", path, &h, body.as_bytes())
+        self.try_post(path, body, std::time::Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// POST with the node's token, waiting up to `timeout` for each step; errors returned.
+    pub fn try_post(
+        &self,
+        path: &str,
+        body: &str,
+        timeout: std::time::Duration,
+    ) -> std::io::Result<crate::http::Response> {
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut h = vec![
+            ("content-type", "application/json"),
+            ("Connection", "close"),
+        ];
+        if let Some(a) = &auth {
+            h.push(("authorization", a.as_str()));
+        }
+        crate::http::Conn::open(self.admin(), timeout)?.request("POST", path, &h, body.as_bytes())
     }
 
     /// The metrics exposition text.

@@ -632,18 +632,11 @@ fn postgres_switchovers_back_and_forth_asynchronous() {
     for target in [other, first, other] {
         lab.wait_replicas(p);
         let body = format!(r#"{{"to":"n{}"}}"#, target + 1);
-        let auth = format!("Bearer {}", common::TOKEN);
-        let headers = [
-            ("content-type", "application/json"),
-            ("authorization", auth.as_str()),
-        ];
         let mut last = String::new();
         // Refused (409) until the target reports itself a candidate; the answer can take up
         // to the handler's own wait for the new primary.
         let ok = wait_until(LONG, || {
-            match http::Conn::open(lab.c.nodes[p].admin(), Duration::from_secs(45))
-                .and_then(|mut c| c.request("POST", "/switchover", &headers, body.as_bytes()))
-            {
+            match lab.c.nodes[p].try_post("/switchover", &body, Duration::from_secs(45)) {
                 Ok(r) => {
                     last = String::from_utf8_lossy(&r.body).into_owned();
                     r.status == 200

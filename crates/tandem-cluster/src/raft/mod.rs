@@ -124,18 +124,14 @@ impl RaftDcs {
         // Bound on one write: a leader that lost its quorum would otherwise wait forever.
         let write_timeout = parts.lease_ttl;
         let contact = prevote::Contact::new();
-        let timing = prevote::Timing {
-            tick: Duration::from_millis(heartbeat),
-            election_min: Duration::from_millis(heartbeat * 4),
-            election_max: Duration::from_millis(heartbeat * 8),
-        };
+        let timing = prevote::Timing::new(raft.config().clone());
         let app = router(ServerCtx {
             raft: raft.clone(),
             secret: secret.clone(),
             metrics: parts.metrics.clone(),
             write_timeout,
             contact: contact.clone(),
-            lease: timing.election_max,
+            lease: timing.election_max(),
         })
         .merge(parts.extra);
         let stop = parts.shutdown.clone();
@@ -170,7 +166,7 @@ impl RaftDcs {
             .filter(|(n, _)| **n != parts.node)
             .map(|(_, a)| Arc::new(PeerClient::new(a.clone(), secret.clone())))
             .collect();
-        let contact_seen = contact.clone();
+        let election_max = timing.election_max();
         let elector = TaskHandle::spawn(prevote::drive(
             raft.clone(),
             me,
@@ -237,11 +233,11 @@ impl RaftDcs {
             sm: sm_data,
             secret,
             me,
-            election_max: Duration::from_millis(heartbeat * 8),
+            election_max,
             write_timeout,
             _server: server,
             _elector: elector,
-            contact: contact_seen,
+            contact,
             names: ids.iter().map(|(n, id)| (*id, n.clone())).collect(),
         }))
     }
@@ -249,6 +245,12 @@ impl RaftDcs {
     /// Stop the Raft core (the peer server stops with the shutdown signal).
     pub async fn stop(&self) {
         let _ = self.raft.shutdown().await;
+    }
+
+    /// A follower heard from its leader within about a lease ttl (a busy machine's late
+    /// heartbeats do not count as a loss).
+    fn hears_leader(&self) -> bool {
+        self.contact.since() < self.election_max * 3
     }
 
     /// Current Raft term and leader, for status displays.
@@ -293,7 +295,7 @@ impl Dcs for RaftDcs {
 
     fn store_leader(&self) -> Option<String> {
         let leader = self.raft.metrics().borrow().current_leader?;
-        if leader != self.me && self.contact.since() >= self.election_max * 3 {
+        if leader != self.me && !self.hears_leader() {
             return None;
         }
         self.names.get(&leader).cloned()
@@ -306,12 +308,8 @@ impl Dcs for RaftDcs {
                 .millis_since_quorum_ack
                 .is_some_and(|ms| ms < self.election_max.as_millis() as u64),
             // A follower keeps the last leader's id until an election: it has a quorum only
-            // while it hears from that leader (within about a lease ttl, so that a busy
-            // machine's late heartbeats do not make it flap).
-            _ => {
-                m.current_leader.is_some_and(|l| l != self.me)
-                    && self.contact.since() < self.election_max * 3
-            }
+            // while it hears from that leader.
+            _ => m.current_leader.is_some_and(|l| l != self.me) && self.hears_leader(),
         }
     }
 }

@@ -67,43 +67,48 @@ pub struct PreVoteResponse {
     pub reason: Option<String>,
 }
 
-/// Timings, from the openraft config.
-#[derive(Clone, Copy, Debug)]
+/// Timings, from the openraft config (its own election timer is off, its settings are not).
+#[derive(Clone, Debug)]
 pub struct Timing {
-    pub tick: Duration,
-    pub election_min: Duration,
-    pub election_max: Duration,
+    config: Arc<openraft::Config>,
 }
 
 impl Timing {
-    /// A random election timeout, drawn anew for each attempt.
+    pub fn new(config: Arc<openraft::Config>) -> Self {
+        Self { config }
+    }
+
+    /// How often the driver looks: a heartbeat.
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.config.heartbeat_interval)
+    }
+
+    pub fn election_min(&self) -> Duration {
+        Duration::from_millis(self.config.election_timeout_min)
+    }
+
+    /// Also openraft's leader lease: how long a member that heard from a leader refuses votes.
+    pub fn election_max(&self) -> Duration {
+        Duration::from_millis(self.config.election_timeout_max)
+    }
+
+    /// A random election timeout (openraft's own draw), anew for each attempt.
     fn jitter(&self) -> Duration {
-        let span = self.election_max.saturating_sub(self.election_min);
-        self.election_min + span.mul_f64(random_unit())
+        Duration::from_millis(
+            self.config
+                .new_rand_election_timeout::<openraft::TokioRuntime>(),
+        )
     }
 
     /// A follower that knew a leader waits the leader lease plus the random timeout (as
     /// openraft's own timer does); a candidate or a new member only the random part.
     fn timeout(&self, jitter: Duration, committed: bool) -> Duration {
         if committed {
-            jitter + self.election_max
+            jitter + self.election_max()
         } else {
             jitter
         }
     }
-}
-
-/// A number in [0, 1) that differs between processes and calls (jitter only).
-fn random_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The answer to a pre-vote request, from this node's view.
@@ -113,26 +118,25 @@ pub fn answer(
     lease: Duration,
     req: &PreVoteRequest,
 ) -> PreVoteResponse {
-    let mine = raft.data_metrics().borrow().last_log;
-    if req.last_log < mine {
-        return PreVoteResponse {
-            granted: false,
-            reason: Some("the candidate's log is behind".into()),
-        };
+    let refuse = |why: &str| PreVoteResponse {
+        granted: false,
+        reason: Some(why.into()),
+    };
+    if req.last_log < raft.data_metrics().borrow().last_log {
+        return refuse("the candidate's log is behind");
     }
-    let m = raft.metrics().borrow().clone();
+    let (state, quorum_ack_ms) = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        (m.state, m.millis_since_quorum_ack)
+    };
     let lease_ms = lease.as_millis() as u64;
-    if m.state == ServerState::Leader && m.millis_since_quorum_ack.is_some_and(|ms| ms < lease_ms) {
-        return PreVoteResponse {
-            granted: false,
-            reason: Some("this node leads with a quorum".into()),
-        };
-    }
-    if m.state != ServerState::Leader && contact.since() < lease {
-        return PreVoteResponse {
-            granted: false,
-            reason: Some("this node hears from a leader".into()),
-        };
+    if state == ServerState::Leader {
+        if quorum_ack_ms.is_some_and(|ms| ms < lease_ms) {
+            return refuse("this node leads with a quorum");
+        }
+    } else if contact.since() < lease {
+        return refuse("this node hears from a leader");
     }
     PreVoteResponse {
         granted: true,
@@ -157,33 +161,37 @@ pub async fn drive(
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(timing.tick) => {}
+            _ = tokio::time::sleep(timing.tick()) => {}
         }
-        let m = raft.metrics().borrow().clone();
-        if m.state == ServerState::Leader || m.state == ServerState::Shutdown {
+        let (state, committed, voter) = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            (
+                m.state,
+                m.vote.is_committed(),
+                m.membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|id| id == me),
+            )
+        };
+        if state == ServerState::Leader || state == ServerState::Shutdown {
             last_try = Instant::now();
             continue;
         }
-        let timeout = timing.timeout(jitter, m.vote.is_committed());
-        if contact.since() < timeout || last_try.elapsed() < timeout {
-            continue;
-        }
+        let timeout = timing.timeout(jitter, committed);
         // Not yet part of the formed cluster (only asked for a vote so far): nothing to lead.
-        if !m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|id| id == me)
-        {
+        if contact.since() < timeout || last_try.elapsed() < timeout || !voter {
             continue;
         }
         let last_log = raft.data_metrics().borrow().last_log;
         let mut asks = tokio::task::JoinSet::new();
+        let limit = timing.election_min();
         for p in &peers {
             let p = p.clone();
             asks.spawn(async move {
                 let req = PreVoteRequest { from: me, last_log };
-                p.call::<_, PreVoteResponse>("/raft/prevote", &req, timing.election_min)
+                p.call::<_, PreVoteResponse>("/raft/prevote", &req, limit)
                     .await
                     .is_ok_and(|r| r.granted)
             });
@@ -226,19 +234,22 @@ mod tests {
 
     #[test]
     fn timeouts_stay_in_range_and_vary() {
-        let t = Timing {
-            tick: Duration::from_millis(40),
-            election_min: Duration::from_millis(160),
-            election_max: Duration::from_millis(320),
+        let config = openraft::Config {
+            heartbeat_interval: 40,
+            election_timeout_min: 160,
+            election_timeout_max: 320,
+            ..Default::default()
         };
+        let t = Timing::new(Arc::new(config));
+        let (min, max) = (t.election_min(), t.election_max());
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..200 {
             let j = t.jitter();
             let c = t.timeout(j, false);
-            assert!(c >= t.election_min && c < t.election_max, "{c:?}");
+            assert!(c >= min && c < max, "{c:?}");
             let f = t.timeout(j, true);
-            assert!(f >= t.election_min + t.election_max, "{f:?}");
-            assert!(f < t.election_max * 2, "{f:?}");
+            assert!(f >= min + max, "{f:?}");
+            assert!(f < max * 2, "{f:?}");
             seen.insert(c.as_millis());
         }
         assert!(seen.len() > 10, "no jitter: {seen:?}");
