@@ -263,7 +263,9 @@ impl<D: Dcs> Agent<D> {
             me: parts.node.name.clone(),
             ttl: c.lease_ttl.get(),
             margin: c.margin(),
-            renew_every: c.lease_ttl.get() / 4,
+            // Every ttl/8: a renewal lost with a Raft or etcd leader leaves 5/8 of the ttl
+            // (less the margin) for the next leader (docs/design/lease.md).
+            renew_every: c.lease_ttl.get() / 8,
             priority: parts.node.priority,
             nofailover: parts.node.nofailover,
         };

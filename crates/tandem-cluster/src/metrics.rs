@@ -31,6 +31,8 @@ pub struct ClusterMetrics {
     pub has_quorum: Gauge,
     pub peer_rejected: Family<ReasonLabel, Counter>,
     pub hook_failures: Family<ReasonLabel, Counter>,
+    /// (Embedded Raft) requests of this lease holder to take the Raft leadership, by result.
+    pub raft_handoffs: Family<ResultLabel, Counter>,
     pub pg: crate::postgres::metrics::PgMetrics,
 }
 
@@ -48,6 +50,7 @@ impl ClusterMetrics {
             has_quorum: Gauge::default(),
             peer_rejected: Family::default(),
             hook_failures: Family::default(),
+            raft_handoffs: Family::default(),
             pg: crate::postgres::metrics::PgMetrics::register(registry),
         };
         // Every label value exists from the start at 0, so `increase()` sees the first count.
@@ -76,6 +79,11 @@ impl ClusterMetrics {
         ] {
             let _ = m.peer_rejected.get_or_create(&ReasonLabel {
                 reason: reason.into(),
+            });
+        }
+        for result in ["ok", "refused", "error", "lost", "overtaken"] {
+            let _ = m.raft_handoffs.get_or_create(&ResultLabel {
+                result: result.into(),
             });
         }
         for hook in ["start", "stop", "promote", "demote"] {
@@ -134,6 +142,11 @@ impl ClusterMetrics {
             "peer_rejected",
             "Peer messages refused, by reason",
             m.peer_rejected.clone(),
+        );
+        r.register(
+            "raft_handoffs",
+            "Requests of this lease holder to take over the Raft leadership, by result",
+            m.raft_handoffs.clone(),
         );
         r.register(
             "hook_failures",

@@ -496,35 +496,6 @@ fn a_changed_peer_list_is_refused_at_start() {
     assert!(err.contains("peers differ"), "{err}");
 }
 
-/// Three nodes in the lab's namespaces: peers on the shared network, admin APIs on the
-/// management links (so the test still sees a host whose shared link is cut).
-fn lab_cluster(lab: &tandem_testkit::netns::Lab) -> TestCluster {
-    let shared = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let secret = shared.path().join("secret");
-    std::fs::write(&secret, "cluster-secret-for-tests-0123").unwrap_or_else(|e| panic!("{e}"));
-    let peers = (0..3)
-        .map(|i| format!("n{} = \"{}:7100\"", i + 1, lab.hosts[i].ip))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let nodes: Vec<Node> = (0..3)
-        .map(|i| {
-            let cfg = format!(
-                "[admin]\nlisten = \"{}:0\"\ntoken_file = \"{{dir}}/token\"\n[node]\nname = \"n{}\"\ndata_dir = \"{{dir}}/data\"\n\
-                 [cluster]\nname = \"lab\"\nlisten = \"{}:7100\"\npeers = {{ {peers} }}\nlease_ttl = \"{TTL_MS}ms\"\nsecret_file = \"{}\"\n",
-                lab.hosts[i].mgmt_ip,
-                i + 1,
-                lab.hosts[i].ip,
-                secret.display()
-            );
-            Node::start_in(bin(), &cfg, &[], Some(TOKEN), lab.wrapper(i))
-        })
-        .collect();
-    TestCluster {
-        nodes,
-        _shared: shared,
-    }
-}
-
 /// `tandem drill` cuts the primary's link (a real partition), measures the failover, and puts
 /// the link back up afterwards.
 #[test]

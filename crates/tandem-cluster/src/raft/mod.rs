@@ -1,7 +1,15 @@
 //! The embedded Raft DCS: openraft (pinned 0.9) with its log in redb and peer traffic signed
 //! with the cluster secret. Every member is a voter; the cluster is formed from the configured
 //! peer list on first start.
+//!
+//! Timings follow the lease ttl (docs/design/lease.md has the argument and the numbers): a
+//! heartbeat every `ttl/50` (10 to 100 ms), openraft's leader lease (a member that heard from a
+//! leader refuses votes for it) 6 heartbeats, and a random election timeout of 3 to 6 heartbeats
+//! on top, so a lost Raft leader is replaced within about 12 heartbeats (0.24 x ttl). The lease
+//! holder also takes the Raft leadership (handoff.rs): then losing any other member needs no
+//! election at all.
 
+mod handoff;
 pub mod peer;
 mod prevote;
 mod store;
@@ -67,6 +75,16 @@ pub struct RaftDcs {
     _elector: TaskHandle,
     contact: Arc<prevote::Contact>,
     names: BTreeMap<NodeId, String>,
+    peers: BTreeMap<NodeId, Arc<PeerClient>>,
+    handoff: Arc<handoff::Handoff>,
+}
+
+/// openraft's timings for a lease ttl: a heartbeat every ttl/50 (10 to 100 ms), elections
+/// after 3 to 6 heartbeats, and a leader lease of 6 heartbeats (openraft takes
+/// `election_timeout_max` as the leader lease).
+pub fn raft_timings(ttl: Duration) -> (u64, u64, u64) {
+    let heartbeat = (ttl.as_millis() as u64 / 50).clamp(10, 100);
+    (heartbeat, heartbeat * 3, heartbeat * 6)
 }
 
 /// Node ids follow the sorted peer names, so every member derives the same ones.
@@ -85,17 +103,14 @@ impl RaftDcs {
         let me = *ids
             .get(&parts.node)
             .ok_or("this node is not among the peers")?;
-        let ttl_ms = parts.lease_ttl.as_millis() as u64;
-        // Leader election well inside the lease ttl: a new Raft leader is in place before the
-        // lease can expire.
-        // A new Raft leader within about a third of the ttl: the primary's renewals (retried
-        // every ttl/20 after a failure) get through again before its lease runs out.
-        let heartbeat = (ttl_ms / 25).max(20);
+        // A new Raft leader well inside what is left of the primary's lease when the Raft
+        // leader it renews through is lost (docs/design/lease.md).
+        let (heartbeat, election_min, election_max) = raft_timings(parts.lease_ttl);
         let config = openraft::Config {
             cluster_name: "tandem".into(),
             heartbeat_interval: heartbeat,
-            election_timeout_min: heartbeat * 4,
-            election_timeout_max: heartbeat * 8,
+            election_timeout_min: election_min,
+            election_timeout_max: election_max,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
             // Elections start only after a pre-vote (see prevote.rs).
             enable_elect: false,
@@ -125,6 +140,16 @@ impl RaftDcs {
         let write_timeout = parts.lease_ttl;
         let contact = prevote::Contact::new();
         let timing = prevote::Timing::new(raft.config().clone());
+        let names: BTreeMap<NodeId, String> = ids.iter().map(|(n, id)| (*id, n.clone())).collect();
+        let handoff = handoff::Handoff::new(
+            raft.clone(),
+            sm_data.clone(),
+            names.clone(),
+            me,
+            timing.clone(),
+            parts.lease_ttl,
+            parts.metrics.clone(),
+        );
         let app = router(ServerCtx {
             raft: raft.clone(),
             secret: secret.clone(),
@@ -132,6 +157,7 @@ impl RaftDcs {
             write_timeout,
             contact: contact.clone(),
             lease: timing.election_max(),
+            handoff: handoff.clone(),
         })
         .merge(parts.extra);
         let stop = parts.shutdown.clone();
@@ -160,19 +186,25 @@ impl RaftDcs {
                 }
             }
         });
-        let others = parts
+        let others: BTreeMap<NodeId, Arc<PeerClient>> = parts
             .peers
             .iter()
             .filter(|(n, _)| **n != parts.node)
-            .map(|(_, a)| Arc::new(PeerClient::new(a.clone(), secret.clone())))
+            .filter_map(|(n, a)| {
+                Some((
+                    *ids.get(n)?,
+                    Arc::new(PeerClient::new(a.clone(), secret.clone())),
+                ))
+            })
             .collect();
         let election_max = timing.election_max();
         let elector = TaskHandle::spawn(prevote::drive(
             raft.clone(),
             me,
-            others,
+            others.clone(),
             contact.clone(),
             timing,
+            handoff.clone(),
             parts.shutdown.clone(),
         ));
         let members: BTreeMap<NodeId, BasicNode> = parts
@@ -214,7 +246,7 @@ impl RaftDcs {
             // form it only if the first member has not done so after a few election timeouts
             // (it may be down). Forming is a no-op once formed.
             let raft = raft.clone();
-            let wait = Duration::from_millis(heartbeat * 8 * 3);
+            let wait = election_max * 3;
             tokio::spawn(async move {
                 let until = tokio::time::Instant::now() + wait;
                 while tokio::time::Instant::now() < until {
@@ -238,7 +270,9 @@ impl RaftDcs {
             _server: server,
             _elector: elector,
             contact,
-            names: ids.iter().map(|(n, id)| (*id, n.clone())).collect(),
+            names,
+            peers: others,
+            handoff,
         }))
     }
 
@@ -251,6 +285,40 @@ impl RaftDcs {
     /// heartbeats do not count as a loss).
     fn hears_leader(&self) -> bool {
         self.contact.since() < self.election_max * 3
+    }
+
+    /// Wait until the known leader is another than `from` (or a heartbeat passes, so that a
+    /// refused write is not retried in a busy loop), bounded by `deadline`.
+    async fn leader_change(&self, from: Option<NodeId>, deadline: tokio::time::Instant) {
+        let mut rx = self.raft.metrics();
+        let step = deadline.min(tokio::time::Instant::now() + self.election_max);
+        let changed = rx.wait_for(|m| m.current_leader.is_some() && m.current_leader != from);
+        let _ = tokio::time::timeout_at(step, changed).await;
+    }
+
+    /// Send a write to the leader `id`; `None` when the leader changed before it answered.
+    async fn forward(
+        &self,
+        id: NodeId,
+        addr: &str,
+        cmd: &Command,
+        deadline: tokio::time::Instant,
+    ) -> Option<Result<Outcome, String>> {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let fallback;
+        let client = match self.peers.get(&id) {
+            Some(c) => c.as_ref(),
+            None => {
+                fallback = PeerClient::new(addr.to_string(), self.secret.clone());
+                &fallback
+            }
+        };
+        let mut rx = self.raft.metrics();
+        let call = client.call::<_, Result<Outcome, String>>("/raft/write", cmd, left);
+        tokio::select! {
+            r = call => Some(r.unwrap_or_else(|e| Err(e.to_string()))),
+            _ = rx.wait_for(|m| m.current_leader != Some(id)) => None,
+        }
     }
 
     /// Current Raft term and leader, for status displays.
@@ -269,27 +337,42 @@ impl Dcs for RaftDcs {
     }
 
     async fn write(&self, cmd: Command) -> Result<Outcome, DcsError> {
-        let written =
-            tokio::time::timeout(self.write_timeout, self.raft.client_write(cmd.clone())).await;
-        let Ok(written) = written else {
-            return Err(DcsError::Timeout);
-        };
-        match written {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let Some(node) = f.leader_node else {
-                    return Err(DcsError::NoQuorum("no raft leader known".into()));
-                };
-                let client = PeerClient::new(node.addr.clone(), self.secret.clone());
-                let r: Result<Result<Outcome, String>, _> =
-                    client.call("/raft/write", &cmd, self.election_max).await;
-                match r {
-                    Ok(Ok(o)) => Ok(o),
-                    Ok(Err(e)) => Err(DcsError::NoQuorum(e)),
-                    Err(e) => Err(DcsError::NoQuorum(e.to_string())),
-                }
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        // Sent to whoever leads, again after a leader change, until the deadline: a write
+        // under way when its leader is lost goes to the next one as soon as it is elected.
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(DcsError::Timeout);
             }
-            Err(e) => Err(DcsError::Other(e.to_string())),
+            let written = {
+                let _in = self.handoff.enter().await;
+                tokio::time::timeout(left, self.raft.client_write(cmd.clone())).await
+            };
+            let Ok(written) = written else {
+                return Err(DcsError::Timeout);
+            };
+            let leader = match written {
+                Ok(resp) => return Ok(resp.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f
+                    .leader_id
+                    .zip(f.leader_node)
+                    .filter(|(id, _)| *id != self.me),
+                Err(e) => return Err(DcsError::Other(e.to_string())),
+            };
+            let Some((id, node)) = leader else {
+                // No leader known yet: wait for one (or for the deadline).
+                self.leader_change(None, deadline).await;
+                continue;
+            };
+            match self.forward(id, &node.addr, &cmd, deadline).await {
+                Some(Ok(o)) => return Ok(o),
+                Some(Err(e)) if tokio::time::Instant::now() >= deadline => {
+                    return Err(DcsError::NoQuorum(e))
+                }
+                // The leader changed, or refused as a follower: wait for news, then try again.
+                Some(Err(_)) | None => self.leader_change(Some(id), deadline).await,
+            }
         }
     }
 
@@ -325,6 +408,7 @@ struct ServerCtx {
     contact: Arc<prevote::Contact>,
     /// How long a member that heard from a leader refuses a pre-vote.
     lease: Duration,
+    handoff: Arc<handoff::Handoff>,
 }
 
 fn router(ctx: ServerCtx) -> Router {
@@ -334,6 +418,7 @@ fn router(ctx: ServerCtx) -> Router {
         .route("/raft/prevote", post(prevote))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/write", post(forwarded_write))
+        .route("/raft/handoff", post(handoff_request))
         .with_state(ctx)
 }
 
@@ -434,10 +519,22 @@ async fn forwarded_write(
         Ok(c) => c,
         Err(r) => return *r,
     };
+    let _in = ctx.handoff.enter().await;
     let r: Result<Outcome, String> =
         match tokio::time::timeout(ctx.write_timeout, ctx.raft.client_write(cmd)).await {
             Ok(r) => r.map(|r| r.data).map_err(|e| e.to_string()),
             Err(_) => Err("write timed out (no quorum?)".to_string()),
         };
     json(&r)
+}
+
+async fn handoff_request(
+    State(ctx): State<ServerCtx>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match accept::<handoff::HandoffRequest>(&ctx, "/raft/handoff", &headers, &body) {
+        Ok(req) => json(&ctx.handoff.offer(&req).await),
+        Err(r) => *r,
+    }
 }

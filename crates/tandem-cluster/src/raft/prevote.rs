@@ -15,6 +15,7 @@
 //! This decides only *when* an election starts; who wins, terms, logs and commits stay
 //! openraft's, so safety does not depend on it.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tandem_core::Shutdown;
 use tokio::time::Instant;
 
+use super::handoff::Handoff;
 use super::peer::PeerClient;
 use super::{NodeId, TypeConfig};
 
@@ -145,13 +147,14 @@ pub fn answer(
 }
 
 /// Run until shutdown: trigger an election when a leader has been missing for the timeout and
-/// a majority agrees.
+/// a majority agrees; on the lease holder, take the Raft leadership over (handoff.rs).
 pub async fn drive(
     raft: Raft<TypeConfig>,
     me: NodeId,
-    peers: Vec<Arc<PeerClient>>,
+    peers: BTreeMap<NodeId, Arc<PeerClient>>,
     contact: Arc<Contact>,
     timing: Timing,
+    handoff: Arc<Handoff>,
     shutdown: Shutdown,
 ) {
     let voters = peers.len() + 1;
@@ -175,9 +178,13 @@ pub async fn drive(
                     .any(|id| id == me),
             )
         };
+        handoff.tick();
         if state == ServerState::Leader || state == ServerState::Shutdown {
             last_try = Instant::now();
             continue;
+        }
+        if state == ServerState::Follower {
+            handoff.maybe_ask(&peers, &contact).await;
         }
         let timeout = timing.timeout(jitter, committed);
         // Not yet part of the formed cluster (only asked for a vote so far): nothing to lead.
@@ -187,7 +194,7 @@ pub async fn drive(
         let last_log = raft.data_metrics().borrow().last_log;
         let mut asks = tokio::task::JoinSet::new();
         let limit = timing.election_min();
-        for p in &peers {
+        for p in peers.values() {
             let p = p.clone();
             asks.spawn(async move {
                 let req = PreVoteRequest { from: me, last_log };
