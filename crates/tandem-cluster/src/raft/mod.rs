@@ -3,15 +3,16 @@
 //! peer list on first start.
 //!
 //! Timings follow the lease ttl (docs/design/lease.md has the argument and the numbers): a
-//! heartbeat every `ttl/50` (10 to 100 ms), openraft's leader lease (a member that heard from a
+//! heartbeat every `ttl/40` (10 to 100 ms), openraft's leader lease (a member that heard from a
 //! leader refuses votes for it) 6 heartbeats, and a random election timeout of 3 to 6 heartbeats
-//! on top, so a lost Raft leader is replaced within about 12 heartbeats (0.24 x ttl). The lease
+//! on top, so a lost Raft leader is replaced within about 12 heartbeats (0.3 x ttl). The lease
 //! holder also takes the Raft leadership (handoff.rs): then losing any other member needs no
 //! election at all.
 
 mod handoff;
 pub mod peer;
 mod prevote;
+mod rejoin;
 mod store;
 
 use std::collections::BTreeMap;
@@ -79,11 +80,11 @@ pub struct RaftDcs {
     handoff: Arc<handoff::Handoff>,
 }
 
-/// openraft's timings for a lease ttl: a heartbeat every ttl/50 (10 to 100 ms), elections
+/// openraft's timings for a lease ttl: a heartbeat every ttl/40 (10 to 100 ms), elections
 /// after 3 to 6 heartbeats, and a leader lease of 6 heartbeats (openraft takes
 /// `election_timeout_max` as the leader lease).
 pub fn raft_timings(ttl: Duration) -> (u64, u64, u64) {
-    let heartbeat = (ttl.as_millis() as u64 / 50).clamp(10, 100);
+    let heartbeat = (ttl.as_millis() as u64 / 40).clamp(10, 100);
     (heartbeat, heartbeat * 3, heartbeat * 6)
 }
 
@@ -126,10 +127,31 @@ impl RaftDcs {
         let secret: Arc<str> = Arc::from(parts.secret.as_str());
         let network = peer::Network {
             secret: secret.clone(),
+            retry: Duration::from_millis(heartbeat),
+            linger: Duration::from_millis(election_max),
         };
         let raft = Raft::new(me, Arc::new(config), network, log, sm)
             .await
             .map_err(|e| format!("starting raft: {e}"))?;
+
+        let names: BTreeMap<NodeId, String> = ids.iter().map(|(n, id)| (*id, n.clone())).collect();
+        let others: BTreeMap<NodeId, Arc<PeerClient>> = parts
+            .peers
+            .iter()
+            .filter(|(n, _)| **n != parts.node)
+            .filter_map(|(n, a)| {
+                Some((
+                    *ids.get(n)?,
+                    Arc::new(PeerClient::new(a.clone(), secret.clone())),
+                ))
+            })
+            .collect();
+        // Before this node serves any vote: with no Raft state, it must not be a member that
+        // lost its data (rejoin.rs).
+        if !raft.is_initialized().await.map_err(|e| e.to_string())? {
+            let limit = Duration::from_millis(election_max * 4).max(Duration::from_secs(1));
+            rejoin::check(&parts.node, &others, &names, limit).await?;
+        }
 
         let listener = tokio::net::TcpListener::bind(parts.listen)
             .await
@@ -140,7 +162,6 @@ impl RaftDcs {
         let write_timeout = parts.lease_ttl;
         let contact = prevote::Contact::new();
         let timing = prevote::Timing::new(raft.config().clone());
-        let names: BTreeMap<NodeId, String> = ids.iter().map(|(n, id)| (*id, n.clone())).collect();
         let handoff = handoff::Handoff::new(
             raft.clone(),
             sm_data.clone(),
@@ -158,6 +179,7 @@ impl RaftDcs {
             contact: contact.clone(),
             lease: timing.election_max(),
             handoff: handoff.clone(),
+            sm: sm_data.clone(),
         })
         .merge(parts.extra);
         let stop = parts.shutdown.clone();
@@ -186,17 +208,6 @@ impl RaftDcs {
                 }
             }
         });
-        let others: BTreeMap<NodeId, Arc<PeerClient>> = parts
-            .peers
-            .iter()
-            .filter(|(n, _)| **n != parts.node)
-            .filter_map(|(n, a)| {
-                Some((
-                    *ids.get(n)?,
-                    Arc::new(PeerClient::new(a.clone(), secret.clone())),
-                ))
-            })
-            .collect();
         let election_max = timing.election_max();
         let elector = TaskHandle::spawn(prevote::drive(
             raft.clone(),
@@ -281,7 +292,7 @@ impl RaftDcs {
         let _ = self.raft.shutdown().await;
     }
 
-    /// A follower heard from its leader within about a lease ttl (a busy machine's late
+    /// A follower heard from its leader within three Raft leader leases (a busy machine's late
     /// heartbeats do not count as a loss).
     fn hears_leader(&self) -> bool {
         self.contact.since() < self.election_max * 3
@@ -389,7 +400,7 @@ impl Dcs for RaftDcs {
         match m.state {
             ServerState::Leader => m
                 .millis_since_quorum_ack
-                .is_some_and(|ms| ms < self.election_max.as_millis() as u64),
+                .is_some_and(|ms| ms < (self.election_max * 3).as_millis() as u64),
             // A follower keeps the last leader's id until an election: it has a quorum only
             // while it hears from that leader.
             _ => m.current_leader.is_some_and(|l| l != self.me) && self.hears_leader(),
@@ -409,6 +420,7 @@ struct ServerCtx {
     /// How long a member that heard from a leader refuses a pre-vote.
     lease: Duration,
     handoff: Arc<handoff::Handoff>,
+    sm: Arc<RwLock<SmData>>,
 }
 
 fn router(ctx: ServerCtx) -> Router {
@@ -419,6 +431,7 @@ fn router(ctx: ServerCtx) -> Router {
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/write", post(forwarded_write))
         .route("/raft/handoff", post(handoff_request))
+        .route("/raft/formed", post(formed))
         .with_state(ctx)
 }
 
@@ -535,6 +548,13 @@ async fn handoff_request(
 ) -> Response {
     match accept::<handoff::HandoffRequest>(&ctx, "/raft/handoff", &headers, &body) {
         Ok(req) => json(&ctx.handoff.offer(&req).await),
+        Err(r) => *r,
+    }
+}
+
+async fn formed(State(ctx): State<ServerCtx>, headers: HeaderMap, body: Bytes) -> Response {
+    match accept::<rejoin::FormedRequest>(&ctx, "/raft/formed", &headers, &body) {
+        Ok(req) => json(&rejoin::answer(&ctx.raft, &ctx.sm, &req)),
         Err(r) => *r,
     }
 }

@@ -196,11 +196,18 @@ impl PeerClient {
 /// Creates the per-peer clients openraft replicates through.
 pub(crate) struct Network {
     pub(crate) secret: Arc<str>,
+    /// How soon a peer that could not be reached is tried again (openraft's default is 500 ms,
+    /// which would keep a member that just restarted out of the quorum for that long).
+    pub(crate) retry: Duration,
+    /// How long a request may go on after openraft stopped waiting for it (see `rpc`).
+    pub(crate) linger: Duration,
 }
 
 pub(crate) struct PeerConn {
     target: NodeId,
-    client: PeerClient,
+    client: Arc<PeerClient>,
+    retry: Duration,
+    linger: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -209,24 +216,45 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConn {
         PeerConn {
             target,
-            client: PeerClient::new(node.addr.clone(), self.secret.clone()),
+            client: Arc::new(PeerClient::new(node.addr.clone(), self.secret.clone())),
+            retry: self.retry,
+            linger: self.linger,
         }
     }
 }
 
 impl PeerConn {
+    /// One RPC. openraft waits for an append only one heartbeat interval; on a busy machine an
+    /// answer often takes longer, and dropping the request there would close its connection,
+    /// so the next one would pay for a new connection and be late too. The request therefore
+    /// runs in a task of its own, bounded by `linger`, that puts its connection back in the
+    /// pool when it ends; the caller stops waiting at openraft's limit.
     async fn rpc<
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
+        Req: Serialize + Send + Sync + 'static,
+        Resp: DeserializeOwned + Send + 'static,
+        E: std::error::Error + DeserializeOwned + Send + 'static,
     >(
         &self,
-        path: &str,
-        req: &Req,
+        path: &'static str,
+        req: Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
-        let r: Result<Result<Resp, RaftError<NodeId, E>>, CallError> =
-            self.client.call(path, req, option.hard_ttl()).await;
+        let client = self.client.clone();
+        let linger = self.linger.max(option.hard_ttl());
+        let task = tokio::spawn(async move {
+            client
+                .call::<Req, Result<Resp, RaftError<NodeId, E>>>(path, &req, linger)
+                .await
+        });
+        let r = match tokio::time::timeout(option.hard_ttl(), task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(CallError::Network(format!("{path}: {e}"))),
+            Err(_) => Err(CallError::Network(format!(
+                "{} {path}: no answer within {:?}",
+                self.client.addr,
+                option.hard_ttl()
+            ))),
+        };
         match r {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
@@ -246,7 +274,7 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc("/raft/append", &rpc, &option).await
+        self.rpc("/raft/append", rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -257,7 +285,7 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.rpc("/raft/snapshot", &rpc, &option).await
+        self.rpc("/raft/snapshot", rpc, &option).await
     }
 
     async fn vote(
@@ -265,7 +293,11 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc("/raft/vote", &rpc, &option).await
+        self.rpc("/raft/vote", rpc, &option).await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(self.retry))
     }
 }
 
