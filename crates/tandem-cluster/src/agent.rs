@@ -50,6 +50,9 @@ pub struct ClusterStatus {
     /// With the embedded Raft: the member that leads the Raft group, as this node knows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_leader: Option<String>,
+    /// With the embedded Raft: the Raft term this node is in (changes with every election).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_term: Option<u64>,
     pub lease_holder: Option<String>,
     pub fencing_token: Option<u64>,
     /// The store's lease version (changes on every lease write).
@@ -711,6 +714,7 @@ impl<D: Dcs> Agent<D> {
             healthy: true,
             has_quorum: false,
             store_leader: self.parts.dcs.store_leader(),
+            store_term: self.parts.dcs.store_term(),
             lease_holder: holder,
             fencing_token: view.lease.as_ref().map(|l| l.token),
             lease_version: view.version,

@@ -31,6 +31,11 @@ pub trait Dcs: Send + Sync + 'static {
     fn store_leader(&self) -> Option<String> {
         None
     }
+    /// The store's current election term, when the store is made of the members (embedded
+    /// Raft): it changes only with an election, so a stable term means nobody disturbed the group.
+    fn store_term(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A store in memory, for engine-level tests of the agent. Not a consensus store.

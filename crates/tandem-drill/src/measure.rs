@@ -35,6 +35,48 @@ pub(crate) fn holders(
     out
 }
 
+/// Event kinds that show the cluster noticed a failure: a server taken down, a lease that moved,
+/// was taken or given up, a lost quorum, an unhealthy service, a VIP that changed hands,
+/// PostgreSQL failing or changing role. Not the drill's own `fault_injected`, nor starts,
+/// recoveries, reloads or operator actions: those happen whether or not anything noticed.
+pub(crate) const DETECTION_KINDS: &[&str] = &[
+    "server_down",
+    "backup_active",
+    "promoted",
+    "demoted",
+    "lease_holder_changed",
+    "quorum_lost",
+    "service_unhealthy",
+    "vip_master",
+    "vip_backup",
+    "postgres_failed",
+    "postgres_error",
+    "postgres_promoted",
+    "postgres_demoted",
+    "postgres_fenced",
+    "postgres_promote_failed",
+];
+
+/// Detection time: from the fault (wall clock, ms since the epoch) to the earliest event among
+/// `events` (as `GET /events` returns them, from any number of nodes) of a kind in
+/// [`DETECTION_KINDS`] at or after it; `None` when nothing noticed.
+pub(crate) fn detection<'a>(
+    events: impl IntoIterator<Item = &'a serde_json::Value>,
+    fault_wall_ms: u64,
+) -> Option<f64> {
+    events
+        .into_iter()
+        .filter(|e| {
+            e["kind"]
+                .as_str()
+                .is_some_and(|k| DETECTION_KINDS.contains(&k))
+        })
+        .filter_map(|e| e["at_ms"].as_u64())
+        .filter(|&at| at >= fault_wall_ms)
+        .min()
+        .map(|at| (at - fault_wall_ms) as f64)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn build(
     s: &Scenario,
@@ -213,5 +255,47 @@ fn write_objectives(s: &Scenario, w: &WriteReport, out: &mut Vec<Objective>) {
             got: w.old_primary_acks.to_string(),
             met: w.old_primary_acks as u64 <= want,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::detection;
+
+    fn event(at_ms: u64, kind: &str) -> serde_json::Value {
+        json!({"seq": 1, "at_ms": at_ms, "kind": kind, "component": "x", "subject": "n1", "reason": ""})
+    }
+
+    #[test]
+    fn the_drills_own_fault_event_is_not_detection() {
+        let fault = 1_000_000;
+        let events = [
+            event(fault - 500, "server_down"), // before the fault: not this failure
+            event(fault + 2, "fault_injected"),
+            event(fault + 5, "started"),
+            event(fault + 40, "config_reloaded"),
+            event(fault + 300, "server_down"),
+            event(fault + 900, "promoted"),
+        ];
+        assert_eq!(detection(&events, fault), Some(300.0));
+        // Nothing but the drill's own event and unrelated ones: nothing noticed the fault.
+        assert_eq!(detection(&events[..4], fault), None);
+    }
+
+    #[test]
+    fn the_earliest_detection_on_any_node_counts() {
+        let fault = 5_000;
+        let a = [
+            event(fault + 700, "promoted"),
+            event(fault + 720, "vip_master"),
+        ];
+        let b = [
+            event(fault, "fault_injected"),
+            event(fault + 450, "lease_holder_changed"),
+        ];
+        assert_eq!(detection(a.iter().chain(&b), fault), Some(450.0));
+        assert_eq!(detection(&[event(fault, "quorum_lost")], fault), Some(0.0));
     }
 }

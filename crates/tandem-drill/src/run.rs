@@ -11,7 +11,7 @@ use tandem_core::clock::{self, Instant};
 use crate::client::{self, Conn, Outcome};
 use crate::fault;
 use crate::invariants::Sample;
-use crate::measure::{build, holders};
+use crate::measure::{self, build, holders};
 use crate::report::{Objective, RunReport};
 use crate::scenario::{FaultKind, RequestKind, Scenario};
 use crate::target::{prepare_target, read_back};
@@ -322,21 +322,16 @@ async fn recovery(addr: &str, start: Instant, wait: Duration) -> Option<f64> {
     None
 }
 
-/// The first event any node logged after the fault, in ms after it.
+/// The first event any node logged after the fault that shows it noticed, in ms after it
+/// ([`measure::detection`]).
 async fn detection(apis: &[&String], fault_wall_ms: u64) -> Option<f64> {
-    let mut first: Option<u64> = None;
+    let mut events = Vec::new();
     for addr in apis {
-        if let Some(serde_json::Value::Array(events)) =
+        if let Some(serde_json::Value::Array(list)) =
             client::get_json(addr, "/events", Duration::from_secs(2)).await
         {
-            for e in events {
-                let at = e["at_ms"].as_u64().unwrap_or(0);
-                let kind = e["kind"].as_str().unwrap_or("");
-                if at >= fault_wall_ms && kind != "started" {
-                    first = Some(first.map_or(at, |f| f.min(at)));
-                }
-            }
+            events.extend(list);
         }
     }
-    first.map(|f| (f - fault_wall_ms) as f64)
+    measure::detection(&events, fault_wall_ms)
 }

@@ -67,21 +67,58 @@ fn a_hung_primary_finds_its_lease_expired_when_it_resumes() {
     assert_safe(&watch.stop());
 }
 
+/// The Raft group as every node reports it: `(store_leader, store_term, lease_holder)` when all
+/// nodes agree on it and have a quorum, else `None`.
+fn raft_view(c: &TestCluster) -> Option<(String, u64, String)> {
+    let views: Vec<serde_json::Value> = c.nodes.iter().map(|n| n.get_json("/cluster")).collect();
+    let view = |st: &serde_json::Value| {
+        Some((
+            st["store_leader"].as_str()?.to_string(),
+            st["store_term"].as_u64()?,
+            st["lease_holder"].as_str()?.to_string(),
+        ))
+    };
+    let first = view(&views[0])?;
+    views
+        .iter()
+        .all(|st| st["has_quorum"] == true && view(st).as_ref() == Some(&first))
+        .then_some(first)
+}
+
 /// A replica frozen past the election timeout comes back without an election of its own (the
-/// pre-vote): the primary keeps its quorum, its lease and its token.
+/// pre-vote): the primary keeps its quorum, its lease and its token, and the Raft group keeps
+/// its leader and its term.
 #[test]
 fn a_replica_back_from_a_pause_does_not_disturb_the_primary() {
     let c = cluster(3, |_| String::new());
     let p = c.wait_primary(&[0, 1, 2]);
-    // Settled: every member has a quorum and sees the same holder.
     let token = c.nodes[p].get_json("/primary")["fencing_token"].clone();
     assert!(token.as_u64().is_some_and(|t| t >= 1), "{token}");
-    let mut leader = String::new();
-    assert!(wait_until(T, || (0..3).all(|i| {
-        let st = c.nodes[i].get_json("/cluster");
-        leader = st["store_leader"].as_str().unwrap_or_default().to_string();
-        st["has_quorum"] == true && st["fencing_token"] == token && !leader.is_empty()
-    })));
+    // Settled: every member has a quorum, sees the same holder and token, and the same Raft
+    // leader and term, either with the Raft leader on the lease holder or unchanged for a second
+    // (leadership may still move to the holder just after start).
+    let mut seen: Option<((String, u64, String), std::time::Instant)> = None;
+    let settled = wait_until(T, || {
+        let tokens_agree = c
+            .nodes
+            .iter()
+            .all(|n| n.get_json("/cluster")["fencing_token"] == token);
+        let now = raft_view(&c).filter(|_| tokens_agree);
+        let Some(now) = now else {
+            seen = None;
+            return false;
+        };
+        let since = match &seen {
+            Some((before, at)) if *before == now => *at,
+            _ => std::time::Instant::now(),
+        };
+        seen = Some((now.clone(), since));
+        now.0 == now.2 || since.elapsed() >= Duration::from_secs(1)
+    });
+    let (leader, term) = match seen {
+        Some(((leader, term, _), _)) if settled => (leader, term),
+        _ => panic!("the cluster did not settle: {seen:?}"),
+    };
     // Freeze a Raft follower: freezing the Raft leader is a Raft failover, whose election
     // the primary's lease survives only with slack to spare.
     let r = c
@@ -116,6 +153,17 @@ fn a_replica_back_from_a_pause_does_not_disturb_the_primary() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(c.is_primary(p));
     assert_eq!(c.nodes[p].get_json("/cluster")["fencing_token"], token);
+    // No election happened: every node still follows the same Raft leader in the same term
+    // (an election started by the returning node would have raised the term everywhere).
+    for (i, node) in c.nodes.iter().enumerate() {
+        let st = node.get_json("/cluster");
+        assert_eq!(
+            (st["store_leader"].as_str(), st["store_term"].as_u64()),
+            (Some(leader.as_str()), Some(term)),
+            "n{} moved off the Raft leader and term it had before the pause: {st}",
+            i + 1
+        );
+    }
     let events = c.nodes[p].get_json("/events?kind=quorum_lost,demoted");
     let after: Vec<_> = events
         .as_array()

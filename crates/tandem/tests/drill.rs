@@ -153,6 +153,25 @@ impl Fixture {
         (out.status.code(), text)
     }
 
+    fn admin(&self, i: usize) -> std::net::SocketAddr {
+        self.nodes[i]
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", self.nodes[i]))
+    }
+
+    /// The index of the one node whose `/primary` answers 200.
+    fn primary(&self) -> usize {
+        let primaries: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                tandem_testkit::http::get(self.admin(i), "/primary").is_ok_and(|r| r.status == 200)
+            })
+            .collect();
+        match primaries[..] {
+            [p] => p,
+            _ => panic!("not exactly one primary: {primaries:?} of {:?}", self.nodes),
+        }
+    }
+
     /// Wait until the cluster is whole again after a fault (the demo restarts killed nodes).
     fn settle(&self) {
         let ok = wait_until(T, || {
@@ -227,14 +246,36 @@ fn drills_measure_faults_and_fail_on_missed_objectives() {
     assert!((1900.0..3500.0).contains(&rec), "recovery {rec}: {report}");
     f.settle();
 
-    // A planned switchover: no two primaries either.
+    // A planned switchover to a node that is not primary yet: no two primaries either, and
+    // the target ends up primary (the drill only logs a switchover call that fails).
+    let before = f.primary();
+    let target = (0..f.nodes.len())
+        .rev()
+        .find(|&i| i != before)
+        .unwrap_or_else(|| panic!("no node besides the primary: {:?}", f.nodes));
+    let name = format!("n{}", target + 1);
     let s = f.scenario(
-        "kind = \"switchover\"\nat = \"2s\"\nnode = \"primary\"\nto = \"n3\"",
+        &format!("kind = \"switchover\"\nat = \"2s\"\nnode = \"primary\"\nto = \"{name}\""),
         "",
     );
     let (code, out) = f.drill(&s, &json);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("two primaries seen: no"), "{out}");
+    let addr = f.admin(target);
+    let mut st = serde_json::Value::Null;
+    let switched = wait_until(Duration::from_secs(10), || {
+        let primary = tandem_testkit::http::get(addr, "/primary").is_ok_and(|r| r.status == 200);
+        st = tandem_testkit::http::get(addr, "/cluster")
+            .ok()
+            .and_then(|r| serde_json::from_slice(&r.body).ok())
+            .unwrap_or_default();
+        primary && st["lease_holder"] == name.as_str()
+    });
+    assert!(
+        switched,
+        "{name} did not become primary (n{} was): {st}\n{out}",
+        before + 1
+    );
 
     // Bad scenarios are refused before any fault: exit 2 with the reason.
     let bad = f.dir.path().join("bad.toml");

@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use tandem_testkit::http::{self as http, Conn};
@@ -600,26 +600,38 @@ fn slow_and_idle_clients_are_cut_at_client_timeout_without_starving_others() {
     let node = start_node(&cfg);
     node.wait_server("app", "a", "up", T);
     let web = node.frontend("web");
-    // A client trickling its headers, one line every 100 ms.
+    // A client trickling its headers, one line every 100 ms: cut at about the 1 s timeout.
+    let started = Instant::now();
     let mut slow = TcpStream::connect(web).unwrap_or_else(|e| panic!("{e}"));
-    slow.write_all(b"GET / HTTP/1.1\r\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut writer = slow.try_clone().unwrap_or_else(|e| panic!("{e}"));
     let trickle = std::thread::spawn(move || {
+        if writer.write_all(b"GET / HTTP/1.1\r\n").is_err() {
+            return;
+        }
         for _ in 0..100 {
-            if slow.write_all(b"X-Slow: 1\r\n").is_err() {
-                return true; // cut by the proxy
+            if writer.write_all(b"X-Slow: 1\r\n").is_err() {
+                return; // cut by the proxy
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        false
+    });
+    let slow_cut = std::thread::spawn(move || {
+        let closed = closed_by_peer(&mut slow, CUT_WAIT);
+        (closed, started.elapsed())
     });
     // Others are served meanwhile.
     for _ in 0..20 {
         assert_eq!(http::get(web, "/").map(|r| r.status).unwrap_or(0), 200);
     }
+    let (closed, after) = slow_cut
+        .join()
+        .unwrap_or_else(|_| panic!("reader panicked"));
+    let _ = trickle.join();
+    closed.unwrap_or_else(|e| panic!("a client trickling headers was not cut: {e}"));
+    // Cut by the timeout, not by a header limit or anything sooner.
     assert!(
-        trickle.join().unwrap_or(false),
-        "a client trickling headers was never cut"
+        (Duration::from_millis(500)..Duration::from_secs(5)).contains(&after),
+        "a client trickling headers was cut after {after:?}, not at the 1 s client timeout"
     );
     // An idle keep-alive connection is closed after the timeout.
     let mut idle = Conn::open(web, T).unwrap_or_else(|e| panic!("{e}"));
@@ -629,7 +641,47 @@ fn slow_and_idle_clients_are_cut_at_client_timeout_without_starving_others() {
             .unwrap_or(0),
         200
     );
-    let mut buf = [0u8; 16];
-    let n = idle.stream().read(&mut buf).unwrap_or(0);
-    assert_eq!(n, 0, "idle connection should be closed by the proxy");
+    let served = Instant::now();
+    closed_by_peer(idle.stream(), CUT_WAIT)
+        .unwrap_or_else(|e| panic!("idle connection should be closed by the proxy: {e}"));
+    let after = served.elapsed();
+    assert!(
+        (Duration::from_millis(500)..Duration::from_secs(5)).contains(&after),
+        "an idle connection was closed after {after:?}, not at the 1 s client timeout"
+    );
+}
+
+/// Several times the 1 s client timeout those tests configure: a proxy that never closes is
+/// told apart from one that closes late.
+const CUT_WAIT: Duration = Duration::from_secs(10);
+
+/// Wait up to `wait` for the peer to close `s`: `Ok` on end of stream or a reset, with the
+/// bytes it sent first; `Err` when the wait runs out (or the socket fails otherwise).
+fn closed_by_peer(s: &mut TcpStream, wait: Duration) -> Result<Vec<u8>, String> {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("still open after {wait:?} (got {got:?})"));
+        }
+        s.set_read_timeout(Some(left))
+            .map_err(|e| format!("set_read_timeout: {e}"))?;
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(got),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!("still open after {wait:?} (got {got:?})"));
+            }
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+    }
 }

@@ -395,6 +395,10 @@ impl Dcs for RaftDcs {
         self.names.get(&leader).cloned()
     }
 
+    fn store_term(&self) -> Option<u64> {
+        Some(self.raft.metrics().borrow().current_term)
+    }
+
     fn has_quorum(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();
         match m.state {
