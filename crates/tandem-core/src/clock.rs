@@ -27,6 +27,12 @@ pub fn now() -> Instant {
     Instant::now() + suspended()
 }
 
+/// How long since `earlier`, an instant of this clock (a suspend included). Use it instead of
+/// `Instant::elapsed`, which reads tokio's clock alone.
+pub fn since(earlier: Instant) -> Duration {
+    now().saturating_duration_since(earlier)
+}
+
 /// How long the host has been suspended since this process first read the clock (never less
 /// than an earlier answer).
 pub fn suspended() -> Duration {

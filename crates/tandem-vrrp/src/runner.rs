@@ -118,7 +118,7 @@ impl VrrpInstance {
                     }
                 },
                 Some(u) = track_rx.recv() => r.on_track(u).await,
-                _ = tokio::time::sleep_until(wake) => r.on_tick().await,
+                _ = clock::sleep_until(wake) => r.on_tick().await,
             }
         }
         let why = if r.inst.state() == State::Master {
