@@ -140,7 +140,11 @@ impl AgentHandle {
     /// whether or not its service is healthy: whatever acts for the primary (a virtual IP, a
     /// database) must have stopped by then, because the lease can pass on soon after.
     pub fn lease_deadline(&self) -> Option<Instant> {
-        self.shared.lock().ok()?.valid_lease().map(|(_, until)| until)
+        self.shared
+            .lock()
+            .ok()?
+            .valid_lease()
+            .map(|(_, until)| until)
     }
 
     /// The managed PostgreSQL, for `kind = "postgres"` services.
@@ -547,7 +551,8 @@ impl<D: Dcs> Agent<D> {
                         })
                         .inc();
                     if result == "ok" {
-                        m.renewal_latency.observe(clock::since(started).as_secs_f64());
+                        m.renewal_latency
+                            .observe(clock::since(started).as_secs_f64());
                     }
                     let _ = tx.send(Msg::Engine(ev));
                 });

@@ -656,7 +656,11 @@ mod etcd {
                 "{r:?}"
             );
             // The timeout, plus scheduling slack on a busy machine.
-            assert!(clock::since(started) < timeout * 4, "{:?}", clock::since(started));
+            assert!(
+                clock::since(started) < timeout * 4,
+                "{:?}",
+                clock::since(started)
+            );
         };
         let started = clock::now();
         expect_failure(d.write(acquire("n1", 0)).await, started);

@@ -400,8 +400,5 @@ fn a_suspend_longer_than_the_validity_left_ends_the_lease_at_once() {
     let after = clock::now();
     assert_eq!(e.primary_token(after), None);
     let a = e.handle(after, Event::Tick);
-    assert!(
-        matches!(a[..], [Action::Demote { token: 1, .. }]),
-        "{a:?}"
-    );
+    assert!(matches!(a[..], [Action::Demote { token: 1, .. }]), "{a:?}");
 }

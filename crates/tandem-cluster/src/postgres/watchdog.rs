@@ -124,7 +124,9 @@ impl Watch {
     /// How long to wait at `now` before the next `check`: until it is due, and never longer than
     /// `POLL`, because a suspend of the host stops the timer's clock but not `now`'s.
     pub fn wait(&self, now: u64, grace: u64) -> Duration {
-        let due = self.next_check(grace).map_or(u64::MAX, |t| t.saturating_sub(now));
+        let due = self
+            .next_check(grace)
+            .map_or(u64::MAX, |t| t.saturating_sub(now));
         Duration::from_nanos(due).min(POLL)
     }
 }
