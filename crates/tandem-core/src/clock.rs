@@ -115,6 +115,12 @@ fn real_suspended_ns() -> u64 {
     let base = *BASE.get_or_init(|| (0..3).filter_map(|_| boot_minus_mono()).max().unwrap_or(0));
     let grown = boot_minus_mono().map_or(0, |d| d.saturating_sub(base).max(0) as u64);
     let grown = grown - grown % MS;
+    // Write only when it grew (after a resume): the load alone keeps the hot path free of
+    // contended writes.
+    let seen = SEEN.load(Ordering::Relaxed);
+    if grown <= seen {
+        return seen;
+    }
     SEEN.fetch_max(grown, Ordering::Relaxed).max(grown)
 }
 
