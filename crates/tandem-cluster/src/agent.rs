@@ -91,6 +91,26 @@ struct Shared {
     status: Option<ClusterStatus>,
 }
 
+impl Shared {
+    /// The lease's token and end while it is valid by the clock read now: every answer about
+    /// the primary goes through here, so a loop that has not yet woken after a suspend (or a
+    /// stop) cannot make an expired lease look valid.
+    fn valid_lease(&self) -> Option<(u64, Instant)> {
+        match self.role {
+            Role::Primary { token, valid_until } if clock::now() < valid_until => {
+                Some((token, valid_until))
+            }
+            _ => None,
+        }
+    }
+
+    /// The fencing token while the lease is valid and the service promoted and healthy.
+    fn primary(&self) -> Option<u64> {
+        let (token, _) = self.valid_lease()?;
+        (self.healthy && self.promoted == Some(token)).then_some(token)
+    }
+}
+
 /// Handle on a running agent.
 #[derive(Clone)]
 pub struct AgentHandle {
@@ -116,26 +136,18 @@ pub enum RequestError {
 impl AgentHandle {
     /// The fencing token if this node holds a valid lease and its service is healthy.
     pub fn primary(&self) -> Option<u64> {
-        let s = self.shared.lock().ok()?;
-        match s.role {
-            Role::Primary { token, valid_until }
-                if clock::now() < valid_until && s.healthy && s.promoted == Some(token) =>
-            {
-                Some(token)
-            }
-            _ => None,
-        }
+        self.shared.lock().ok()?.primary()
     }
 
-    /// Until when this node may act as primary (by its monotonic clock), whether or not its
-    /// service is healthy: whatever acts for the primary (a virtual IP, a database) must have
-    /// stopped by then, because the lease can pass on soon after.
+    /// Until when this node may act as primary (by its clock, which counts a host suspend),
+    /// whether or not its service is healthy: whatever acts for the primary (a virtual IP, a
+    /// database) must have stopped by then, because the lease can pass on soon after.
     pub fn lease_deadline(&self) -> Option<Instant> {
-        let s = self.shared.lock().ok()?;
-        match s.role {
-            Role::Primary { valid_until, .. } if clock::now() < valid_until => Some(valid_until),
-            _ => None,
-        }
+        self.shared
+            .lock()
+            .ok()?
+            .valid_lease()
+            .map(|(_, until)| until)
     }
 
     /// The managed PostgreSQL, for `kind = "postgres"` services.
@@ -147,9 +159,9 @@ impl AgentHandle {
         let s = self.shared.lock().ok()?;
         let mut st = s.status.clone()?;
         // The role is judged now, by the clock, not when the status was built.
-        st.role = match s.role {
-            Role::Primary { valid_until, .. } if clock::now() < valid_until => "primary",
-            _ => "replica",
+        st.role = match s.valid_lease() {
+            Some(_) => "primary",
+            None => "replica",
         };
         st.healthy = s.healthy;
         st.has_quorum = s.quorum;
@@ -359,7 +371,7 @@ impl<D: Dcs> Agent<D> {
             let now = clock::now();
             let deadline = self.engine.next_deadline(now).min(next_tick);
             let event = tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = clock::sleep_until(deadline) => {
                     if clock::now() >= next_tick {
                         next_tick = clock::now() + tick;
                         self.start_read();
@@ -544,7 +556,8 @@ impl<D: Dcs> Agent<D> {
                         })
                         .inc();
                     if result == "ok" {
-                        m.renewal_latency.observe(started.elapsed().as_secs_f64());
+                        m.renewal_latency
+                            .observe(clock::since(started).as_secs_f64());
                     }
                     let _ = tx.send(Msg::Engine(ev));
                 });
@@ -758,13 +771,7 @@ fn start_postgres<D: Dcs>(
         }
     };
     let (eligible, mut eligible_rx) = mpsc::unbounded_channel();
-    let lease = Arc::new(move || {
-        let s = shared.lock().ok()?;
-        match s.role {
-            Role::Primary { valid_until, .. } if clock::now() < valid_until => Some(valid_until),
-            _ => None,
-        }
-    });
+    let lease = Arc::new(move || shared.lock().ok()?.valid_lease().map(|(_, until)| until));
     let mparts = crate::postgres::manager::ManagerParts {
         settings,
         me: parts.node.name.clone(),
@@ -1056,3 +1063,6 @@ pub async fn start_on_etcd(
         Err("this build has no etcd backend (build with --features etcd)".to_string())
     }
 }
+
+#[cfg(test)]
+mod tests;

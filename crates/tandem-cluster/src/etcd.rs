@@ -137,7 +137,7 @@ impl EtcdDcs {
         deadline: Instant,
         request: impl Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, DcsError> {
-        let r = match tokio::time::timeout_at(deadline, request).await {
+        let r = match clock::timeout_at(deadline, request).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(classify(e)),
             Err(_) => Err(DcsError::Timeout),

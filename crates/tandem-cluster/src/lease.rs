@@ -3,9 +3,10 @@
 //! clock of its own: every call gets `now`; the agent around it does the DCS requests and hooks.
 //!
 //! Safety rule (docs/design/lease.md): a primary's lease is valid until the moment it *sent* its
-//! last confirmed renewal plus `ttl - margin`, by its own monotonic clock; another node takes
-//! the lease only after it has seen the record's version stay unchanged for a full `ttl` by its
-//! own clock, and then only by compare-and-set on that version.
+//! last confirmed renewal plus `ttl - margin`, by its own clock (`tandem_core::clock`, which
+//! counts time the host spent suspended); another node takes the lease only after it has seen
+//! the record's version stay unchanged for a full `ttl` by its own clock, and then only by
+//! compare-and-set on that version.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! changes on every lease write, member heartbeats, pause and switchover requests.
 //!
 //! `apply` is deterministic and has no notion of time: expiry is judged by each node from how
-//! long the version has stayed unchanged by its own monotonic clock (see docs/design/lease.md),
+//! long the version has stayed unchanged by its own clock (see docs/design/lease.md),
 //! and taking a lease is a compare-and-set on the version. Every DCS backend exposes this
 //! record.
 

@@ -100,7 +100,7 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
     let mut faulted = None;
     let mut undo = None;
     if s.fault.kind != FaultKind::None {
-        tokio::time::sleep_until(start + s.fault.at.get()).await;
+        clock::sleep_until(start + s.fault.at.get()).await;
         let t = match target.take() {
             Some(t) => t,
             None => match fault::resolve(&s.fault, &s.watch.nodes).await {
@@ -274,7 +274,7 @@ async fn watch_role(
             }
         }
         next += Duration::from_millis(10);
-        tokio::time::sleep_until(next.max(clock::now())).await;
+        clock::sleep_until(next.max(clock::now())).await;
     }
 }
 
@@ -298,7 +298,7 @@ async fn progress_line(
             .unwrap_or_else(|| "-".into());
         eprint!(
             "\r  t={:>5.1}s  ok={:<7} failed={:<6} primary={:<8}",
-            start.elapsed().as_secs_f64(),
+            clock::since(start).as_secs_f64(),
             live.ok.load(Ordering::Relaxed),
             live.failed.load(Ordering::Relaxed),
             primary
@@ -315,7 +315,7 @@ async fn recovery(addr: &str, start: Instant, wait: Duration) -> Option<f64> {
             .await
             .is_some()
         {
-            return Some(start.elapsed().as_secs_f64() * 1000.0);
+            return Some(clock::since(start).as_secs_f64() * 1000.0);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

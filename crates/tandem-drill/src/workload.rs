@@ -162,11 +162,11 @@ pub async fn run(
             let mut next = start + every.mul_f64(i as f64 / w.concurrency as f64);
             let (mut mine, mut acks) = (Vec::new(), Vec::new());
             while next < end && !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep_until(next).await;
+                clock::sleep_until(next).await;
                 let seq = next_seq.fetch_add(1, Ordering::Relaxed);
                 let t0 = clock::now();
                 let (what, served_by) = driver.send(kind, seq, timeout).await;
-                let latency = t0.elapsed();
+                let latency = clock::since(t0);
                 let ok = what == Failure::None;
                 let counter = if ok { &progress.ok } else { &progress.failed };
                 counter.fetch_add(1, Ordering::Relaxed);

@@ -128,7 +128,7 @@ pub(crate) async fn handle(
     };
     let status = resp.status().as_u16();
     rt.metrics.requests[class_index(status)].inc();
-    let elapsed = start.elapsed();
+    let elapsed = clock::since(start);
     backend.metrics.duration.observe(elapsed.as_secs_f64());
     if rt.access_log {
         tracing::info!(
@@ -307,7 +307,7 @@ impl Try<'_> {
                 tokio::time::timeout(cfg.try_timeout.get(), sender.try_send_request(req)).await;
             let err = match sent {
                 Ok(Ok(resp)) => {
-                    server.observe_latency(try_start.elapsed());
+                    server.observe_latency(clock::since(try_start));
                     let response = finish(
                         resp,
                         Lease {

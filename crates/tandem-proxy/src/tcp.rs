@@ -61,7 +61,7 @@ pub(crate) async fn serve(mut client: TcpStream, peer: SocketAddr, rt: Arc<Front
                 bytes_in = up,
                 bytes_out = down,
                 error = result.as_ref().err().map(|e| e.to_string()),
-                ms = start.elapsed().as_secs_f64() * 1000.0,
+                ms = clock::since(start).as_secs_f64() * 1000.0,
             );
         }
         return;

@@ -92,7 +92,7 @@ impl LeaderInstance {
             }
             tokio::select! {
                 _ = stop.wait() => break,
-                _ = tokio::time::sleep_until(wake) => {}
+                _ = clock::sleep_until(wake) => {}
             }
         }
         if holding {

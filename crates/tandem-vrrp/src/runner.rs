@@ -74,7 +74,7 @@ impl VrrpInstance {
             src,
         } = self;
         let cfg = out.cfg.clone();
-        let started = clock::now();
+        let started = clock::protocol_now();
         let delayed = cfg.preempt && !cfg.preempt_delay.get().is_zero();
         let inst = Instance::new(fsm::Config {
             vrid: filter.vrid,
@@ -118,7 +118,7 @@ impl VrrpInstance {
                     }
                 },
                 Some(u) = track_rx.recv() => r.on_track(u).await,
-                _ = tokio::time::sleep_until(wake) => r.on_tick().await,
+                _ = clock::protocol_sleep_until(wake) => r.on_tick().await,
             }
         }
         let why = if r.inst.state() == State::Master {
@@ -126,7 +126,7 @@ impl VrrpInstance {
         } else {
             "stopping"
         };
-        let acts = r.inst.handle(clock::now(), Event::Shutdown);
+        let acts = r.inst.handle(clock::protocol_now(), Event::Shutdown);
         r.ex.apply(acts, Some(why)).await;
         r.ex.out.stop_garp();
     }
@@ -159,7 +159,7 @@ impl Running<'_> {
             .into_iter()
             .flatten()
             .fold(self.next_link_poll, Instant::min);
-        wake.max(clock::now())
+        wake.max(clock::protocol_now())
     }
 
     async fn on_packet(&mut self, pkt: &[u8], filter: &RxFilter) {
@@ -178,7 +178,7 @@ impl Running<'_> {
                     priority: adv.priority,
                     interval_cs: adv.interval_cs,
                 };
-                let acts = self.inst.handle(clock::now(), ev);
+                let acts = self.inst.handle(clock::protocol_now(), ev);
                 self.ex.apply(acts, None).await;
             }
         }
@@ -201,7 +201,7 @@ impl Running<'_> {
     }
 
     async fn on_tick(&mut self) {
-        let now = clock::now();
+        let now = clock::protocol_now();
         let cfg = self.ex.cfg;
         if now >= self.next_link_poll {
             self.next_link_poll = now + LINK_POLL;
@@ -328,7 +328,7 @@ impl Exec<'_> {
         what: &str,
     ) {
         let (prio, fault) = track::effective(self.cfg.priority, &self.cfg.track, track_ok, link_up);
-        let now = clock::now();
+        let now = clock::protocol_now();
         if fault && inst.state() != State::Initialize {
             let why = format!("out of service: {what}");
             let acts = inst.handle(now, Event::Shutdown);
@@ -353,7 +353,7 @@ mod tests {
 
     #[test]
     fn periodic_timers_arm_then_fire_and_rearm() {
-        let t0 = clock::now();
+        let t0 = clock::protocol_now();
         let every = Duration::from_millis(100);
         let mut at = None;
         assert!(!due(&mut at, t0, every), "the first call only arms");

@@ -170,7 +170,7 @@ async fn status(State(ctx): State<AdminCtx>) -> Response {
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
-        "uptime_seconds": ctx.started.elapsed().as_secs(),
+        "uptime_seconds": tandem_core::clock::since(ctx.started).as_secs(),
         "config": ctx.reloader.path().display().to_string(),
         "proxy": ctx.proxy.status(),
         "cluster": ctx.cluster.as_ref().and_then(|c| c.status()),
@@ -481,7 +481,7 @@ async fn switchover(
         )
         .await;
         if matches!(r, Ok(Ok((code, _))) if code.is_success()) {
-            ready = Some(started.elapsed());
+            ready = Some(tandem_core::clock::since(started));
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;

@@ -378,3 +378,27 @@ fn a_failed_renewal_is_retried_soon_not_a_full_interval_later() {
         vec![Action::Renew { token: 1 }]
     );
 }
+
+/// The agent asks with `clock::now()`, which counts a host suspend: a lease that was valid
+/// before a suspend longer than what was left of it is invalid at the first look after the
+/// resume, with no tick in between; the next tick demotes.
+#[test]
+fn a_suspend_longer_than_the_validity_left_ends_the_lease_at_once() {
+    use tandem_core::clock;
+    let t0 = clock::now();
+    let mut e = engine("n1", 100);
+    e.handle(t0, Event::Observed(ClusterState::default()));
+    e.handle(
+        t0,
+        Event::Acquired {
+            token: 1,
+            sent_at: t0,
+        },
+    );
+    assert_eq!(e.primary_token(clock::now()), Some(1));
+    clock::simulate_suspend(TTL - MARGIN);
+    let after = clock::now();
+    assert_eq!(e.primary_token(after), None);
+    let a = e.handle(after, Event::Tick);
+    assert!(matches!(a[..], [Action::Demote { token: 1, .. }]), "{a:?}");
+}

@@ -353,11 +353,11 @@ impl Manager {
         match (self.p.lease)() {
             Some(until) => {
                 let left = until.saturating_duration_since(clock::now());
-                let at = super::sys::monotonic_ns() + left.as_nanos() as u64;
+                let at = clock::boottime_ns() + left.as_nanos() as u64;
                 self.feed(Feed::Deadline(at));
             }
             // Acting as primary without a lease: the deadline is now.
-            None if self.acting.is_some() => self.feed(Feed::Deadline(super::sys::monotonic_ns())),
+            None if self.acting.is_some() => self.feed(Feed::Deadline(clock::boottime_ns())),
             None => {}
         }
     }

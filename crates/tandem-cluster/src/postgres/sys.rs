@@ -1,6 +1,6 @@
 //! The few operating-system calls the PostgreSQL manager needs: the OS user PostgreSQL runs
-//! as, the monotonic clock shared with the watchdog process, signals, and starting the
-//! postmaster so that it shuts down when the agent dies.
+//! as, signals, and starting the postmaster so that it shuts down when the agent dies. (The
+//! clock shared with the watchdog process is `tandem_core::clock::boottime_ns`.)
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -44,23 +44,6 @@ fn parse_passwd(text: &str, name: &str) -> Option<OsUser> {
 /// The effective user id of this process (the owner of /proc/self).
 pub fn euid() -> Option<u32> {
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process of the host, so a deadline
-/// sent to another process means the same instant there, however late it arrives.
-#[allow(unsafe_code)]
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into memory we own; CLOCK_MONOTONIC exists on
-    // every Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Send `sig` to a process (`pid > 0`) or a process group (`pid < 0`).
@@ -147,12 +130,5 @@ mod tests {
         assert_eq!(u.home, PathBuf::from("/var/lib/postgresql"));
         assert!(parse_passwd(text, "nobody").is_none());
         assert!(parse_passwd(text, "bad").is_none());
-    }
-
-    #[test]
-    fn the_monotonic_clock_moves_forward() {
-        let a = monotonic_ns();
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        assert!(monotonic_ns() > a && a > 0);
     }
 }

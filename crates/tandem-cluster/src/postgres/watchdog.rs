@@ -4,11 +4,14 @@
 //!
 //! The agent writes lines to the watchdog's standard input:
 //! - `P <pid>`: the postmaster to watch (its process group is signalled too);
-//! - `D <ns>`: PostgreSQL may accept writes until this CLOCK_MONOTONIC instant (the lease's end);
+//! - `D <ns>`: PostgreSQL may accept writes until this CLOCK_BOOTTIME instant (the lease's end);
 //! - `N`: PostgreSQL does not accept writes (stopped, or a replica): no deadline.
 //!
 //! Deadlines are absolute, so a line written late (the agent was stopped between reading the
-//! clock and writing) never extends anything. When the deadline passes the watchdog sends
+//! clock and writing) never extends anything. CLOCK_BOOTTIME keeps counting while the host is
+//! suspended, and the loop looks at it at least every 10 ms of CLOCK_MONOTONIC (which tokio's and
+//! std's timers use), so a host that resumes past the deadline is fenced within 10 ms, not after
+//! the part of the lease that was left before the suspend. When the deadline passes the watchdog sends
 //! SIGINT (PostgreSQL's fast shutdown: clients are cut off, connected standbys receive the
 //! remaining WAL) and, after `grace`, SIGKILL to the whole process group. When its input
 //! closes (the agent died) it keeps the last deadline, fences if one was set, and exits.
@@ -18,7 +21,12 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use tandem_core::clock;
+
 use super::sys;
+
+/// The longest the loop waits before looking at the clock again.
+const POLL: Duration = Duration::from_millis(10);
 
 /// One line of the feeding protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +120,15 @@ impl Watch {
             None => self.deadline?,
         })
     }
+
+    /// How long to wait at `now` before the next `check`: until it is due, and never longer than
+    /// `POLL`, because a suspend of the host stops the timer's clock but not `now`'s.
+    pub fn wait(&self, now: u64, grace: u64) -> Duration {
+        let due = self
+            .next_check(grace)
+            .map_or(u64::MAX, |t| t.saturating_sub(now));
+        Duration::from_nanos(due).min(POLL)
+    }
 }
 
 /// The watchdog process's main loop: reads feeds from stdin until it closes.
@@ -136,7 +153,7 @@ pub fn run(grace: Duration) -> io::Result<()> {
     let mut watch = Watch::default();
     let mut input_open = true;
     loop {
-        let now = sys::monotonic_ns();
+        let now = clock::boottime_ns();
         match watch.check(now, grace) {
             Fence::Nothing => {}
             Fence::Interrupt(pid) => {
@@ -154,17 +171,13 @@ pub fn run(grace: Duration) -> io::Result<()> {
         if !input_open && watch.next_check(grace).is_none() {
             return Ok(());
         }
-        // Wake for the next feed, the next deadline, or at least every 10 ms.
-        let wait = watch
-            .next_check(grace)
-            .map(|t| t.saturating_sub(sys::monotonic_ns()))
-            .unwrap_or(u64::MAX)
-            .min(10_000_000);
+        // Wake for the next feed, the next deadline, or at least every POLL.
+        let wait = watch.wait(clock::boottime_ns(), grace);
         if !input_open {
-            std::thread::sleep(Duration::from_nanos(wait));
+            std::thread::sleep(wait);
             continue;
         }
-        match rx.recv_timeout(Duration::from_nanos(wait)) {
+        match rx.recv_timeout(wait) {
             Ok(Some(f)) => watch.feed(f),
             Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => input_open = false,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -265,5 +278,24 @@ mod tests {
         // A late, older deadline still fences at its own time: absolute instants only.
         w.feed(Feed::Deadline(50));
         assert_eq!(w.check(60, 10), Fence::Interrupt(42));
+    }
+
+    #[test]
+    fn a_host_resumed_past_the_deadline_is_fenced_at_the_next_look() {
+        let grace = Duration::from_millis(100).as_nanos() as u64;
+        let mut w = Watch::default();
+        w.feed(Feed::Watch(42));
+        w.feed(Feed::Deadline(clock::boottime_ns() + 1_000_000_000));
+        assert_eq!(w.check(clock::boottime_ns(), grace), Fence::Nothing);
+        // However far the deadline, the loop looks again within POLL of the timers' clock.
+        assert_eq!(w.wait(clock::boottime_ns(), grace), POLL);
+        // The host sleeps for 2 s: the clock the watchdog reads counts it.
+        clock::simulate_suspend(Duration::from_secs(2));
+        assert_eq!(w.check(clock::boottime_ns(), grace), Fence::Interrupt(42));
+        // A suspend during the grace counts too.
+        assert_eq!(w.wait(clock::boottime_ns(), grace), POLL);
+        clock::simulate_suspend(Duration::from_millis(150));
+        assert_eq!(w.wait(clock::boottime_ns(), grace), Duration::ZERO);
+        assert_eq!(w.check(clock::boottime_ns(), grace), Fence::Kill(42));
     }
 }

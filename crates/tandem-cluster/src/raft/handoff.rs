@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use openraft::{Raft, ServerState};
 use serde::{Deserialize, Serialize};
+use tandem_core::clock::{self, Instant};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::peer::PeerClient;
 use super::prevote::{Contact, Timing};
@@ -109,10 +109,10 @@ impl Handoff {
         loop {
             let until = *rx.borrow_and_update();
             match until {
-                Some(u) if Instant::now() < u => {
+                Some(u) if clock::now() < u => {
                     tokio::select! {
                         _ = rx.changed() => {}
-                        _ = tokio::time::sleep_until(u) => {}
+                        _ = clock::sleep_until(u) => {}
                     }
                 }
                 _ => break,
@@ -162,7 +162,7 @@ impl Handoff {
         if from_name.is_none() || self.holder().as_ref() != from_name {
             return refuse("the requester does not hold the lease");
         }
-        let until = Instant::now() + self.hold_bound();
+        let until = clock::now() + self.hold_bound();
         {
             let Ok(mut hold) = self.hold.lock() else {
                 return refuse("internal lock poisoned");
@@ -221,7 +221,7 @@ impl Handoff {
         let leads = self.raft.metrics().borrow().state == ServerState::Leader;
         if !leads {
             self.end_hold("leadership handed over");
-        } else if Instant::now() >= until {
+        } else if clock::now() >= until {
             tracing::warn!(
                 component = "cluster",
                 "the lease holder did not take the raft leadership in time: leading on"
@@ -249,7 +249,7 @@ impl Handoff {
         {
             return;
         }
-        let now = Instant::now();
+        let now = clock::now();
         {
             let Ok(mut last) = self.last_ask.lock() else {
                 return;
@@ -319,12 +319,12 @@ impl Handoff {
 
 /// Poll `cond` every few milliseconds until it holds or `limit` passes.
 async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
+    let deadline = clock::now() + limit;
     loop {
         if cond() {
             return true;
         }
-        if Instant::now() >= deadline {
+        if clock::now() >= deadline {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;

@@ -300,11 +300,11 @@ impl RaftDcs {
 
     /// Wait until the known leader is another than `from` (or a heartbeat passes, so that a
     /// refused write is not retried in a busy loop), bounded by `deadline`.
-    async fn leader_change(&self, from: Option<NodeId>, deadline: tokio::time::Instant) {
+    async fn leader_change(&self, from: Option<NodeId>, deadline: tandem_core::clock::Instant) {
         let mut rx = self.raft.metrics();
-        let step = deadline.min(tokio::time::Instant::now() + self.election_max);
+        let step = deadline.min(tandem_core::clock::now() + self.election_max);
         let changed = rx.wait_for(|m| m.current_leader.is_some() && m.current_leader != from);
-        let _ = tokio::time::timeout_at(step, changed).await;
+        let _ = tandem_core::clock::timeout_at(step, changed).await;
     }
 
     /// Send a write to the leader `id`; `None` when the leader changed before it answered.
@@ -313,9 +313,9 @@ impl RaftDcs {
         id: NodeId,
         addr: &str,
         cmd: &Command,
-        deadline: tokio::time::Instant,
+        deadline: tandem_core::clock::Instant,
     ) -> Option<Result<Outcome, String>> {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let left = deadline.saturating_duration_since(tandem_core::clock::now());
         let fallback;
         let client = match self.peers.get(&id) {
             Some(c) => c.as_ref(),
@@ -348,11 +348,11 @@ impl Dcs for RaftDcs {
     }
 
     async fn write(&self, cmd: Command) -> Result<Outcome, DcsError> {
-        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        let deadline = tandem_core::clock::now() + self.write_timeout;
         // Sent to whoever leads, again after a leader change, until the deadline: a write
         // under way when its leader is lost goes to the next one as soon as it is elected.
         loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let left = deadline.saturating_duration_since(tandem_core::clock::now());
             if left.is_zero() {
                 return Err(DcsError::Timeout);
             }
@@ -378,7 +378,7 @@ impl Dcs for RaftDcs {
             };
             match self.forward(id, &node.addr, &cmd, deadline).await {
                 Some(Ok(o)) => return Ok(o),
-                Some(Err(e)) if tokio::time::Instant::now() >= deadline => {
+                Some(Err(e)) if tandem_core::clock::now() >= deadline => {
                     return Err(DcsError::NoQuorum(e))
                 }
                 // The leader changed, or refused as a follower: wait for news, then try again.

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use openraft::{LogId, Raft, ServerState};
 use serde::{Deserialize, Serialize};
+use tandem_core::clock::{self, Instant};
 use tandem_core::Shutdown;
-use tokio::time::Instant;
 
 use super::handoff::Handoff;
 use super::peer::PeerClient;
@@ -39,18 +39,18 @@ pub struct Contact {
 impl Contact {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            base: Instant::now(),
+            base: clock::now(),
             last_ms: AtomicU64::new(0),
         })
     }
 
     pub fn touch(&self) {
-        let ms = self.base.elapsed().as_millis() as u64;
+        let ms = clock::since(self.base).as_millis() as u64;
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
     pub fn since(&self) -> Duration {
-        let now = self.base.elapsed().as_millis() as u64;
+        let now = clock::since(self.base).as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
     }
 }
@@ -160,7 +160,7 @@ pub async fn drive(
     let voters = peers.len() + 1;
     let mut jitter = timing.jitter();
     // The wait runs from the last word of a leader or from this node's last attempt.
-    let mut last_try = Instant::now();
+    let mut last_try = clock::now();
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -180,7 +180,7 @@ pub async fn drive(
         };
         handoff.tick();
         if state == ServerState::Leader || state == ServerState::Shutdown {
-            last_try = Instant::now();
+            last_try = clock::now();
             continue;
         }
         if state == ServerState::Follower {
@@ -188,7 +188,7 @@ pub async fn drive(
         }
         let timeout = timing.timeout(jitter, committed);
         // Not yet part of the formed cluster (only asked for a vote so far): nothing to lead.
-        if contact.since() < timeout || last_try.elapsed() < timeout || !voter {
+        if contact.since() < timeout || clock::since(last_try) < timeout || !voter {
             continue;
         }
         let last_log = raft.data_metrics().borrow().last_log;
@@ -230,7 +230,7 @@ pub async fn drive(
             }
         }
         // Either way, wait a full (new, random) timeout before asking again.
-        last_try = Instant::now();
+        last_try = clock::now();
         jitter = timing.jitter();
     }
 }
