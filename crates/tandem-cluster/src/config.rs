@@ -38,7 +38,7 @@ pub struct ClusterConfig {
     pub dcs: DcsKind,
     #[serde(default)]
     pub etcd_endpoints: Vec<String>,
-    /// The primary's lease; renewed four times per ttl.
+    /// The primary's lease; renewed eight times per ttl.
     #[serde(default = "default_ttl")]
     pub lease_ttl: HumanDuration,
     /// Time kept back from the ttl for clock drift and demotion (default: a quarter of the ttl).
