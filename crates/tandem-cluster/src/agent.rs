@@ -263,7 +263,7 @@ impl<D: Dcs> Agent<D> {
             me: parts.node.name.clone(),
             ttl: c.lease_ttl.get(),
             margin: c.margin(),
-            renew_every: c.lease_ttl.get() / 4,
+            renew_every: crate::timing::renew_every(c.lease_ttl.get()),
             priority: parts.node.priority,
             nofailover: parts.node.nofailover,
         };
@@ -329,7 +329,7 @@ impl<D: Dcs> Agent<D> {
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
-        let every = self.parts.cluster.lease_ttl.get() / 4;
+        let every = crate::timing::renew_every(self.parts.cluster.lease_ttl.get());
         let me = self.parts.node.name.clone();
         let _heartbeat = TaskHandle::spawn(heartbeat(
             self.parts.dcs.clone(),
@@ -1007,7 +1007,9 @@ pub async fn start_on_etcd(
 ) -> Result<(AgentHandle, TaskHandle), String> {
     #[cfg(feature = "etcd")]
     {
-        let timeout = cluster.lease_ttl.get() / 2;
+        // Short enough that a request lost with a dying etcd leader is given up and tried again
+        // while the lease lasts (timing::min_safe_ttl_etcd).
+        let timeout = crate::timing::etcd_request_timeout(cluster.lease_ttl.get());
         let dcs = crate::etcd::EtcdDcs::connect(&cluster.etcd_endpoints, &cluster.name, timeout)
             .await
             .map_err(|e| format!("etcd: {e}"))?;

@@ -38,6 +38,9 @@ pub struct ClusterConfig {
     pub dcs: DcsKind,
     #[serde(default)]
     pub etcd_endpoints: Vec<String>,
+    /// With etcd: the etcd cluster's `--election-timeout` (default etcd's own, 1s). The lease
+    /// must outlast an etcd leader election, so validation derives the shortest ttl from it.
+    pub etcd_election_timeout: Option<HumanDuration>,
     /// The primary's lease; renewed four times per ttl.
     #[serde(default = "default_ttl")]
     pub lease_ttl: HumanDuration,
@@ -155,6 +158,13 @@ impl ClusterConfig {
         self.safety_margin
             .map(|m| m.get())
             .unwrap_or(self.lease_ttl.get() / 4)
+    }
+
+    /// The etcd cluster's election timeout, as stated or etcd's default.
+    pub fn etcd_election_timeout(&self) -> Duration {
+        self.etcd_election_timeout
+            .map(|e| e.get())
+            .unwrap_or(crate::timing::ETCD_DEFAULT_ELECTION_TIMEOUT)
     }
 }
 
@@ -329,6 +339,53 @@ fn validate_cluster(n: &NodeConfig, c: &ClusterConfig, issues: &mut Vec<Issue>) 
             "only used with dcs = \"etcd\"",
         )),
         _ => {}
+    }
+    validate_etcd_timing(c, issues);
+}
+
+/// With etcd, the lease must outlast one etcd leader election (`timing::min_safe_ttl_etcd`).
+fn validate_etcd_timing(c: &ClusterConfig, issues: &mut Vec<Issue>) {
+    if c.dcs != DcsKind::Etcd {
+        if c.etcd_election_timeout.is_some() {
+            issues.push(Issue::new(
+                "cluster.etcd_election_timeout",
+                "only used with dcs = \"etcd\"",
+            ));
+        }
+        return;
+    }
+    let e = c.etcd_election_timeout();
+    // etcd itself refuses an election timeout above 50 s.
+    if e < Duration::from_millis(10) || e > Duration::from_secs(50) {
+        issues.push(Issue::new(
+            "cluster.etcd_election_timeout",
+            "must be between 10ms and 50s (etcd's --election-timeout)",
+        ));
+        return;
+    }
+    let min = crate::timing::min_safe_ttl_etcd(e, c.safety_margin.map(|m| m.get()));
+    if c.lease_ttl.get() < min {
+        let stated = if c.etcd_election_timeout.is_some() {
+            "with etcd_election_timeout"
+        } else {
+            "with etcd's default election timeout"
+        };
+        issues.push(Issue::new(
+            "cluster.lease_ttl",
+            format!(
+                "{} is too short to ride out an etcd leader election: {stated} {} the smallest \
+                 safe lease_ttl is {}{}; raise lease_ttl, or state etcd_election_timeout if the \
+                 etcd cluster runs with a shorter --election-timeout",
+                crate::timing::readable(c.lease_ttl.get()),
+                crate::timing::readable(e),
+                crate::timing::readable(min),
+                if c.safety_margin.is_some() {
+                    " (with this safety_margin)"
+                } else {
+                    ""
+                },
+            ),
+        ));
     }
 }
 

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
-use tandem_core::clock::{self, Instant};
 
 use crate::dcs::{Dcs, DcsError};
 use crate::state::{ClusterState, Command, LeaseRecord, MemberRecord, Outcome};
@@ -88,8 +87,12 @@ pub struct EtcdDcs {
 // ===== impl EtcdDcs =====
 
 impl EtcdDcs {
-    /// A client for cluster `cluster` on `endpoints` (`http://host:port`). Every request, and
-    /// every `write` as a whole (retries included), is bounded by `timeout`.
+    /// A client for cluster `cluster` on `endpoints` (`http://host:port`). Every request to
+    /// etcd is bounded by `timeout`, so a `read` takes at most `timeout` and a `write` (a read
+    /// and a transaction per attempt) at most `2 * MAX_ATTEMPTS * timeout`. A request that etcd
+    /// lost with a dying leader fails after `timeout` and the caller tries again; the HTTP/2
+    /// keep-alive pings close a connection to a member that stopped answering, so the next
+    /// request goes to another endpoint.
     ///
     /// The connection is lazy: this succeeds while etcd is down, and requests fail with
     /// `NoQuorum` or `Timeout` until it is reachable.
@@ -108,7 +111,8 @@ impl EtcdDcs {
         }
         let options = ConnectOptions::new()
             .with_connect_timeout(timeout)
-            .with_timeout(timeout);
+            .with_timeout(timeout)
+            .with_keep_alive(timeout, timeout * 2);
         let client =
             match tokio::time::timeout(timeout, Client::connect(endpoints, Some(options))).await {
                 Ok(Ok(c)) => c,
@@ -131,13 +135,12 @@ impl EtcdDcs {
         format!("{}members/{name}", self.prefix)
     }
 
-    /// Run one etcd request with the deadline, and remember whether it was answered.
+    /// Run one etcd request with the request timeout, and remember whether it was answered.
     async fn call<T>(
         &self,
-        deadline: Instant,
         request: impl Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, DcsError> {
-        let r = match tokio::time::timeout_at(deadline, request).await {
+        let r = match tokio::time::timeout(self.timeout, request).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(classify(e)),
             Err(_) => Err(DcsError::Timeout),
@@ -147,13 +150,13 @@ impl EtcdDcs {
     }
 
     /// The whole record, read at one revision (a linearizable range request on the prefix).
-    async fn snapshot(&self, deadline: Instant) -> Result<Snapshot, DcsError> {
+    async fn snapshot(&self) -> Result<Snapshot, DcsError> {
         let mut kv = self.kv.clone();
         let resp = self
-            .call(
-                deadline,
-                kv.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix())),
-            )
+            .call(kv.get(
+                self.prefix.as_str(),
+                Some(GetOptions::new().with_prefix()),
+            ))
             .await?;
         let mut snap = Snapshot::default();
         let members_prefix = format!("{}members/", self.prefix);
@@ -184,12 +187,8 @@ impl EtcdDcs {
 
     /// Apply `cmd` to a fresh read and write what changed. `None`: another writer changed one
     /// of those keys in between.
-    async fn try_write(
-        &self,
-        cmd: &Command,
-        deadline: Instant,
-    ) -> Result<Option<Outcome>, DcsError> {
-        let snap = self.snapshot(deadline).await?;
+    async fn try_write(&self, cmd: &Command) -> Result<Option<Outcome>, DcsError> {
+        let snap = self.snapshot().await?;
         let mut next = snap.state.clone();
         let outcome = next.apply(cmd);
         let mut guards = Vec::new();
@@ -213,21 +212,19 @@ impl EtcdDcs {
         }
         let mut kv = self.kv.clone();
         let txn = Txn::new().when(guards).and_then(puts);
-        let resp = self.call(deadline, kv.txn(txn)).await?;
+        let resp = self.call(kv.txn(txn)).await?;
         Ok(resp.succeeded().then_some(outcome))
     }
 }
 
 impl Dcs for EtcdDcs {
     async fn read(&self) -> Result<ClusterState, DcsError> {
-        let deadline = clock::now() + self.timeout;
-        Ok(self.snapshot(deadline).await?.state)
+        Ok(self.snapshot().await?.state)
     }
 
     async fn write(&self, cmd: Command) -> Result<Outcome, DcsError> {
-        let deadline = clock::now() + self.timeout;
         for attempt in 1..=MAX_ATTEMPTS {
-            if let Some(outcome) = self.try_write(&cmd, deadline).await? {
+            if let Some(outcome) = self.try_write(&cmd).await? {
                 return Ok(outcome);
             }
             tracing::debug!(
