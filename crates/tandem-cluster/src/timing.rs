@@ -67,9 +67,9 @@ pub fn readable(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms}ms")
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
-    } else if ms % 100 == 0 {
+    } else if ms.is_multiple_of(100) {
         format!("{}.{}s", ms / 1000, (ms % 1000) / 100)
     } else {
         format!("{ms}ms")
@@ -119,7 +119,10 @@ mod tests {
             let ttl = min_safe_ttl_etcd(e, None);
             let lease_left = ttl - ttl / 4 - renew_every(ttl);
             let needed = e * 5 / 2 + etcd_request_timeout(ttl) + ttl / RETRY_DIVISOR;
-            assert!(lease_left >= needed, "E = {e:?}: {lease_left:?} < {needed:?}");
+            assert!(
+                lease_left >= needed,
+                "E = {e:?}: {lease_left:?} < {needed:?}"
+            );
             // And 100 ms less would not.
             let shorter = ttl - ms(100);
             let left = shorter - shorter / 4 - renew_every(shorter);
@@ -137,9 +140,17 @@ mod tests {
 
     #[test]
     fn readable_durations_parse_back() {
-        for (d, text) in [(ms(800), "800ms"), (ms(7700), "7.7s"), (ms(2000), "2s"), (ms(1250), "1250ms")] {
+        for (d, text) in [
+            (ms(800), "800ms"),
+            (ms(7700), "7.7s"),
+            (ms(2000), "2s"),
+            (ms(1250), "1250ms"),
+        ] {
             assert_eq!(readable(d), text);
-            assert_eq!(text.parse::<tandem_core::HumanDuration>().map(|h| h.get()), Ok(d));
+            assert_eq!(
+                text.parse::<tandem_core::HumanDuration>().map(|h| h.get()),
+                Ok(d)
+            );
         }
     }
 }
