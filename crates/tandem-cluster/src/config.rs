@@ -340,53 +340,7 @@ fn validate_cluster(n: &NodeConfig, c: &ClusterConfig, issues: &mut Vec<Issue>) 
         )),
         _ => {}
     }
-    validate_etcd_timing(c, issues);
-}
-
-/// With etcd, the lease must outlast one etcd leader election (`timing::min_safe_ttl_etcd`).
-fn validate_etcd_timing(c: &ClusterConfig, issues: &mut Vec<Issue>) {
-    if c.dcs != DcsKind::Etcd {
-        if c.etcd_election_timeout.is_some() {
-            issues.push(Issue::new(
-                "cluster.etcd_election_timeout",
-                "only used with dcs = \"etcd\"",
-            ));
-        }
-        return;
-    }
-    let e = c.etcd_election_timeout();
-    // etcd itself refuses an election timeout above 50 s.
-    if e < Duration::from_millis(10) || e > Duration::from_secs(50) {
-        issues.push(Issue::new(
-            "cluster.etcd_election_timeout",
-            "must be between 10ms and 50s (etcd's --election-timeout)",
-        ));
-        return;
-    }
-    let min = crate::timing::min_safe_ttl_etcd(e, c.safety_margin.map(|m| m.get()));
-    if c.lease_ttl.get() < min {
-        let stated = if c.etcd_election_timeout.is_some() {
-            "with etcd_election_timeout"
-        } else {
-            "with etcd's default election timeout"
-        };
-        issues.push(Issue::new(
-            "cluster.lease_ttl",
-            format!(
-                "{} is too short to ride out an etcd leader election: {stated} {} the smallest \
-                 safe lease_ttl is {}{}; raise lease_ttl, or state etcd_election_timeout if the \
-                 etcd cluster runs with a shorter --election-timeout",
-                crate::timing::readable(c.lease_ttl.get()),
-                crate::timing::readable(e),
-                crate::timing::readable(min),
-                if c.safety_margin.is_some() {
-                    " (with this safety_margin)"
-                } else {
-                    ""
-                },
-            ),
-        ));
-    }
+    crate::timing::validate_etcd(c, issues);
 }
 
 impl ServiceConfig {

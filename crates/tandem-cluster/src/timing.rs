@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+use tandem_core::validate::Issue;
+
+use crate::config::ClusterConfig;
+
 /// The primary renews every `ttl / RENEW_DIVISOR`.
 pub const RENEW_DIVISOR: u32 = 4;
 /// After a failed renewal the primary tries again `ttl / RETRY_DIVISOR` later.
@@ -60,6 +64,52 @@ pub fn min_safe_ttl_etcd(election_timeout: Duration, safety_margin: Option<Durat
         Some(m) => (store + m.as_secs_f64()) / (1.0 - client),
     };
     round_up_100ms(secs)
+}
+
+/// `[cluster]` with etcd: the lease must outlast one etcd leader election (`min_safe_ttl_etcd`).
+pub(crate) fn validate_etcd(c: &ClusterConfig, issues: &mut Vec<Issue>) {
+    if c.dcs != crate::config::DcsKind::Etcd {
+        if c.etcd_election_timeout.is_some() {
+            issues.push(Issue::new(
+                "cluster.etcd_election_timeout",
+                "only used with dcs = \"etcd\"",
+            ));
+        }
+        return;
+    }
+    let e = c.etcd_election_timeout();
+    // etcd itself refuses an election timeout above 50 s.
+    if e < Duration::from_millis(10) || e > Duration::from_secs(50) {
+        issues.push(Issue::new(
+            "cluster.etcd_election_timeout",
+            "must be between 10ms and 50s (etcd's --election-timeout)",
+        ));
+        return;
+    }
+    let min = min_safe_ttl_etcd(e, c.safety_margin.map(|m| m.get()));
+    if c.lease_ttl.get() < min {
+        let stated = if c.etcd_election_timeout.is_some() {
+            "with etcd_election_timeout"
+        } else {
+            "with etcd's default election timeout"
+        };
+        issues.push(Issue::new(
+            "cluster.lease_ttl",
+            format!(
+                "{} is too short to ride out an etcd leader election: {stated} {} the smallest \
+                 safe lease_ttl is {}{}; raise lease_ttl, or state etcd_election_timeout if the \
+                 etcd cluster runs with a shorter --election-timeout",
+                readable(c.lease_ttl.get()),
+                readable(e),
+                readable(min),
+                if c.safety_margin.is_some() {
+                    " (with this safety_margin)"
+                } else {
+                    ""
+                },
+            ),
+        ));
+    }
 }
 
 /// A duration as an operator writes it in the config: `"7.7s"`, `"800ms"`.
