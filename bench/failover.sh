@@ -392,6 +392,7 @@ listen = "127.0.0.1:1"
 peers = { n1 = "127.0.0.1:1", n2 = "127.0.0.1:2", n3 = "127.0.0.1:3" }
 dcs = "etcd"
 etcd_endpoints = ["http://127.0.0.1:2379"]
+lease_ttl = "8s"
 secret_file = "$SECRET"
 EOF
     "$TANDEM" check --config "$f" >"$WORK/check-etcd.out" 2>&1
@@ -415,6 +416,9 @@ done
 (( ${#BACKENDS[@]} > 0 )) || die "no backend to measure"
 
 # ---------------------------------------------------------------- etcd (one member, loopback)
+# Short etcd timings, stated in every node's config: a lease_ttl of 1s must outlast an etcd
+# leader election (docs/cluster.md, "Choosing lease_ttl with etcd").
+ETCD_ELECTION_MS=100
 ETCD_ENDPOINT=
 start_etcd() {
     local cport pport
@@ -424,7 +428,9 @@ start_etcd() {
     "$ETCD" --name=bench --data-dir="$WORK/etcd/data" \
         --listen-client-urls="$ETCD_ENDPOINT" --advertise-client-urls="$ETCD_ENDPOINT" \
         --listen-peer-urls="http://127.0.0.1:$pport" --initial-advertise-peer-urls="http://127.0.0.1:$pport" \
-        --initial-cluster="bench=http://127.0.0.1:$pport" >"$WORK/etcd/etcd.log" 2>&1 &
+        --initial-cluster="bench=http://127.0.0.1:$pport" \
+        --heartbeat-interval=$((ETCD_ELECTION_MS / 10)) --election-timeout=$ETCD_ELECTION_MS \
+        >"$WORK/etcd/etcd.log" 2>&1 &
     PROCS[etcd]=$!
     disown "${PROCS[etcd]}"
     probe wait-http 20 "$ETCD_ENDPOINT/health" || die "etcd did not start (see $WORK/etcd/etcd.log)"
@@ -457,7 +463,8 @@ run_rep() {
     local peers="n1 = \"127.0.0.1:${pp[0]}\", n2 = \"127.0.0.1:${pp[1]}\", n3 = \"127.0.0.1:${pp[2]}\""
     local store=""
     [[ $dcs == etcd ]] && store="dcs = \"etcd\"
-etcd_endpoints = [\"$ETCD_ENDPOINT\"]"
+etcd_endpoints = [\"$ETCD_ENDPOINT\"]
+etcd_election_timeout = \"${ETCD_ELECTION_MS}ms\""
     # The cluster name is unique per run: on etcd every run gets its own key prefix.
     local cname="bench-$dcs-${ttl}-$rep-$RANDOM"
     for i in 0 1 2; do

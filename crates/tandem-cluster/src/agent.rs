@@ -278,9 +278,7 @@ impl<D: Dcs> Agent<D> {
             me: parts.node.name.clone(),
             ttl: c.lease_ttl.get(),
             margin: c.margin(),
-            // Every ttl/8: a renewal lost with a Raft or etcd leader leaves 5/8 of the ttl
-            // (less the margin) for the next leader (docs/design/lease.md).
-            renew_every: c.lease_ttl.get() / 8,
+            renew_every: crate::timing::renew_every(c.lease_ttl.get()),
             priority: parts.node.priority,
             nofailover: parts.node.nofailover,
         };
@@ -346,6 +344,7 @@ impl<D: Dcs> Agent<D> {
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        // Member heartbeats: four per ttl (liveness is judged over a whole ttl).
         let every = self.parts.cluster.lease_ttl.get() / 4;
         let me = self.parts.node.name.clone();
         let _heartbeat = TaskHandle::spawn(heartbeat(
@@ -1020,7 +1019,9 @@ pub async fn start_on_etcd(
 ) -> Result<(AgentHandle, TaskHandle), String> {
     #[cfg(feature = "etcd")]
     {
-        let timeout = cluster.lease_ttl.get() / 2;
+        // Short enough that a request lost with a dying etcd leader is given up and tried again
+        // while the lease lasts (timing::min_safe_ttl_etcd).
+        let timeout = crate::timing::etcd_request_timeout(cluster.lease_ttl.get());
         let dcs = crate::etcd::EtcdDcs::connect(&cluster.etcd_endpoints, &cluster.name, timeout)
             .await
             .map_err(|e| format!("etcd: {e}"))?;

@@ -38,6 +38,9 @@ pub struct ClusterConfig {
     pub dcs: DcsKind,
     #[serde(default)]
     pub etcd_endpoints: Vec<String>,
+    /// With etcd: the etcd cluster's `--election-timeout` (default etcd's own, 1s). The lease
+    /// must outlast an etcd leader election, so validation derives the shortest ttl from it.
+    pub etcd_election_timeout: Option<HumanDuration>,
     /// The primary's lease; renewed eight times per ttl.
     #[serde(default = "default_ttl")]
     pub lease_ttl: HumanDuration,
@@ -155,6 +158,13 @@ impl ClusterConfig {
         self.safety_margin
             .map(|m| m.get())
             .unwrap_or(self.lease_ttl.get() / 4)
+    }
+
+    /// The etcd cluster's election timeout, as stated or etcd's default.
+    pub fn etcd_election_timeout(&self) -> Duration {
+        self.etcd_election_timeout
+            .map(|e| e.get())
+            .unwrap_or(crate::timing::ETCD_DEFAULT_ELECTION_TIMEOUT)
     }
 }
 
@@ -330,6 +340,7 @@ fn validate_cluster(n: &NodeConfig, c: &ClusterConfig, issues: &mut Vec<Issue>) 
         )),
         _ => {}
     }
+    crate::timing::validate_etcd(c, issues);
 }
 
 impl ServiceConfig {

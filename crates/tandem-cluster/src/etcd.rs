@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
-use tandem_core::clock::{self, Instant};
+use tandem_core::clock;
 
 use crate::dcs::{Dcs, DcsError};
 use crate::state::{ClusterState, Command, LeaseRecord, MemberRecord, Outcome};
@@ -88,8 +88,12 @@ pub struct EtcdDcs {
 // ===== impl EtcdDcs =====
 
 impl EtcdDcs {
-    /// A client for cluster `cluster` on `endpoints` (`http://host:port`). Every request, and
-    /// every `write` as a whole (retries included), is bounded by `timeout`.
+    /// A client for cluster `cluster` on `endpoints` (`http://host:port`). Every request to
+    /// etcd is bounded by `timeout`, so a `read` takes at most `timeout` and a `write` (a read
+    /// and a transaction per attempt) at most `2 * MAX_ATTEMPTS * timeout`. A request that etcd
+    /// lost with a dying leader fails after `timeout` and the caller tries again; the HTTP/2
+    /// keep-alive pings close a connection to a member that stopped answering, so the next
+    /// request goes to another endpoint.
     ///
     /// The connection is lazy: this succeeds while etcd is down, and requests fail with
     /// `NoQuorum` or `Timeout` until it is reachable.
@@ -108,7 +112,8 @@ impl EtcdDcs {
         }
         let options = ConnectOptions::new()
             .with_connect_timeout(timeout)
-            .with_timeout(timeout);
+            .with_timeout(timeout)
+            .with_keep_alive(timeout, timeout * 2);
         let client =
             match tokio::time::timeout(timeout, Client::connect(endpoints, Some(options))).await {
                 Ok(Ok(c)) => c,
@@ -131,29 +136,50 @@ impl EtcdDcs {
         format!("{}members/{name}", self.prefix)
     }
 
-    /// Run one etcd request with the deadline, and remember whether it was answered.
-    async fn call<T>(
-        &self,
-        deadline: Instant,
-        request: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, DcsError> {
-        let r = match clock::timeout_at(deadline, request).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(classify(e)),
-            Err(_) => Err(DcsError::Timeout),
+    /// Run one etcd request within the request timeout, and remember whether it was answered.
+    ///
+    /// The client spreads requests over all endpoints, a dead member's included, so a request
+    /// may fail at once for want of a connection while the other members answer. Such a
+    /// request is sent again until the timeout: any request that `retry` allows (reads: every
+    /// "no quorum" answer, which includes etcd's "leader changed"), and any request that surely
+    /// never left this process (no connection). A transaction that may have reached etcd is
+    /// not sent again here: the caller reads again first.
+    async fn call<T, F, Fut>(&self, retry: Retry, mut request: F) -> Result<T, DcsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = clock::now() + self.timeout;
+        let pause = (self.timeout / 20).max(Duration::from_millis(2));
+        let r = loop {
+            match clock::timeout_at(deadline, request()).await {
+                Ok(Ok(v)) => break Ok(v),
+                Ok(Err(e)) => {
+                    let again = never_sent(&e);
+                    let e = classify(e);
+                    let again =
+                        again || (retry == Retry::Reads && matches!(e, DcsError::NoQuorum(_)));
+                    if !again || clock::now() + pause >= deadline {
+                        break Err(e);
+                    }
+                    tracing::debug!(component = "cluster", error = %e, "etcd request failed; sending it again");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(_) => break Err(DcsError::Timeout),
+            }
         };
         self.reachable.store(r.is_ok(), Ordering::Relaxed);
         r
     }
 
     /// The whole record, read at one revision (a linearizable range request on the prefix).
-    async fn snapshot(&self, deadline: Instant) -> Result<Snapshot, DcsError> {
-        let mut kv = self.kv.clone();
+    async fn snapshot(&self) -> Result<Snapshot, DcsError> {
         let resp = self
-            .call(
-                deadline,
-                kv.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix())),
-            )
+            .call(Retry::Reads, || {
+                let mut kv = self.kv.clone();
+                let prefix = self.prefix.clone();
+                async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
             .await?;
         let mut snap = Snapshot::default();
         let members_prefix = format!("{}members/", self.prefix);
@@ -184,12 +210,8 @@ impl EtcdDcs {
 
     /// Apply `cmd` to a fresh read and write what changed. `None`: another writer changed one
     /// of those keys in between.
-    async fn try_write(
-        &self,
-        cmd: &Command,
-        deadline: Instant,
-    ) -> Result<Option<Outcome>, DcsError> {
-        let snap = self.snapshot(deadline).await?;
+    async fn try_write(&self, cmd: &Command) -> Result<Option<Outcome>, DcsError> {
+        let snap = self.snapshot().await?;
         let mut next = snap.state.clone();
         let outcome = next.apply(cmd);
         let mut guards = Vec::new();
@@ -211,23 +233,26 @@ impl EtcdDcs {
             // Nothing changed: the linearizable read is the answer.
             return Ok(Some(outcome));
         }
-        let mut kv = self.kv.clone();
         let txn = Txn::new().when(guards).and_then(puts);
-        let resp = self.call(deadline, kv.txn(txn)).await?;
+        let resp = self
+            .call(Retry::Unsent, || {
+                let mut kv = self.kv.clone();
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
         Ok(resp.succeeded().then_some(outcome))
     }
 }
 
 impl Dcs for EtcdDcs {
     async fn read(&self) -> Result<ClusterState, DcsError> {
-        let deadline = clock::now() + self.timeout;
-        Ok(self.snapshot(deadline).await?.state)
+        Ok(self.snapshot().await?.state)
     }
 
     async fn write(&self, cmd: Command) -> Result<Outcome, DcsError> {
-        let deadline = clock::now() + self.timeout;
         for attempt in 1..=MAX_ATTEMPTS {
-            if let Some(outcome) = self.try_write(&cmd, deadline).await? {
+            if let Some(outcome) = self.try_write(&cmd).await? {
                 return Ok(outcome);
             }
             tracing::debug!(
@@ -247,6 +272,43 @@ impl Dcs for EtcdDcs {
 }
 
 // ===== helpers =====
+
+/// Which failed requests `EtcdDcs::call` sends again within its timeout.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// A read: again on any "no quorum" answer.
+    Reads,
+    /// A write: again only when it never left this process.
+    Unsent,
+}
+
+/// Whether a request failed for want of a connection (refused, or no route), so that it
+/// never reached etcd.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    use etcd_client::Error as E;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match e {
+        E::GRpcStatus(s) => Some(s),
+        E::TransportError(t) => Some(t),
+        E::IoError(io) => Some(io),
+        _ => None,
+    };
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::HostUnreachable
+            ) {
+                return true;
+            }
+        }
+        // hyper's connector error, when the chain does not reach the io::Error.
+        if err.to_string().contains("tcp connect error") {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
 
 /// The transaction guard for a key read at `rev` (`None`: the key did not exist).
 fn guard(key: &str, rev: Option<i64>) -> Compare {

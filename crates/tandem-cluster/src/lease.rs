@@ -199,8 +199,7 @@ impl LeaseEngine {
             }
             Event::RenewFailed(_) => {
                 self.pending = None;
-                self.renew_retry_at =
-                    Some(now + (self.cfg.ttl / 20).max(Duration::from_millis(10)));
+                self.renew_retry_at = Some(now + crate::timing::renew_retry_after(self.cfg.ttl));
             }
             Event::ReleaseDone => {
                 self.pending = None;

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod postgres;
 pub mod raft;
 pub mod state;
+pub mod timing;
 
 pub use agent::{Agent, AgentHandle, ClusterStatus};
 pub use config::{ClusterConfig, NodeConfig, ServiceConfig};

@@ -642,6 +642,33 @@ mod etcd {
         assert_eq!((s.version, s.last_token), (1, 1));
     }
 
+    /// A dead member among the endpoints costs no request: one that finds no connection is
+    /// sent again to a live member within the request timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_endpoint_among_live_ones_fails_no_request() {
+        let etcd = Etcd::start(free_port());
+        let _ready = etcd.client("dead-endpoint").await;
+        let endpoints = vec![
+            etcd.endpoint.clone(),
+            format!("http://127.0.0.1:{}", free_port()),
+        ];
+        let d = EtcdDcs::connect(&endpoints, "dead-endpoint", Duration::from_millis(500))
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let o = write(&d, acquire("n1", 0)).await;
+        assert!(o.ok, "{o:?}");
+        for i in 0..30 {
+            let r = d
+                .write(Command::Renew {
+                    node: "n1".into(),
+                    token: 1,
+                })
+                .await;
+            assert!(r.as_ref().is_ok_and(|o| o.ok), "renewal {i}: {r:?}");
+            assert!(d.read().await.is_ok(), "read {i}");
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn etcd_down_fails_within_the_timeout_and_recovers() {
         let timeout = Duration::from_millis(500);

@@ -70,6 +70,43 @@ fn check_accepts_the_examples_and_refuses_bad_configs_with_exit_2() {
 }
 
 #[test]
+fn check_and_run_refuse_an_etcd_lease_shorter_than_an_etcd_election() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "cluster-secret-for-tests-0123").unwrap_or_else(|e| panic!("{e}"));
+    let admin = tandem_testkit::free_port();
+    let base = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[node]\nname = \"n1\"\ndata_dir = \"{}\"\n\n\
+         [cluster]\nname = \"lab\"\nlisten = \"127.0.0.1:7101\"\n\
+         peers = {{ n1 = \"127.0.0.1:7101\", n2 = \"127.0.0.1:7102\", n3 = \"127.0.0.1:7103\" }}\n\
+         secret_file = \"{}\"\ndcs = \"etcd\"\netcd_endpoints = [\"http://127.0.0.1:2379\"]\n",
+        dir.path().join("data").display(),
+        secret.display()
+    );
+    let cfg = dir.path().join("etcd.toml");
+    // The default lease_ttl (2s) against etcd's default election timeout (1s).
+    std::fs::write(&cfg, &base).unwrap_or_else(|e| panic!("{e}"));
+    for cmd in ["check", "run"] {
+        let out = tandem(&[cmd, "--config", &cfg.display().to_string()]);
+        assert_eq!(out.status.code(), Some(2), "tandem {cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cluster.lease_ttl")
+                && err.contains("the smallest safe lease_ttl is 5.6s")
+                && err.contains("etcd_election_timeout"),
+            "tandem {cmd}: {err}"
+        );
+    }
+    // Nothing was bound by the refused run.
+    assert!(std::net::TcpListener::bind(("127.0.0.1", admin)).is_ok());
+    // The smallest safe ttl it names is accepted.
+    std::fs::write(&cfg, format!("{base}lease_ttl = \"5.6s\"\n")).unwrap_or_else(|e| panic!("{e}"));
+    let out = tandem(&["check", "--config", &cfg.display().to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("cluster.lease_ttl"), "{err}");
+}
+
+#[test]
 fn run_refuses_a_bad_config_before_binding_anything() {
     let port = tandem_testkit::free_port();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -443,7 +443,7 @@ fn a_partitioned_primary_steps_down_and_the_majority_elects_another() {
 #[test]
 fn etcd_backend_fails_over_and_demotes_when_etcd_is_gone() {
     let etcd = tandem_testkit::etcd::Etcd::start();
-    let extra = format!("dcs = \"etcd\"\netcd_endpoints = [\"{}\"]", etcd.endpoint);
+    let extra = etcd.cluster_toml();
     let mut c = cluster(3, |_| extra.clone());
     let p = c.wait_primary(&[0, 1, 2]);
     c.wait_formed();
@@ -473,10 +473,7 @@ fn etcd_backend_fails_over_and_demotes_when_etcd_is_gone() {
 #[test]
 fn failsafe_keeps_the_primary_through_a_store_outage_only_while_all_members_confirm() {
     let etcd = tandem_testkit::etcd::Etcd::start();
-    let extra = format!(
-        "dcs = \"etcd\"\netcd_endpoints = [\"{}\"]\nfailsafe = true",
-        etcd.endpoint
-    );
+    let extra = format!("{}\nfailsafe = true", etcd.cluster_toml());
     let mut c = cluster(3, |_| extra.clone());
     let p = c.wait_primary(&[0, 1, 2]);
     c.wait_formed();

@@ -85,6 +85,17 @@ pub fn cluster(n: usize, extra: impl Fn(usize) -> String) -> TestCluster {
 
 /// As `cluster`, with `admin` added to every node's `[admin]` table.
 pub fn cluster_with(n: usize, admin: &str, extra: impl Fn(usize) -> String) -> TestCluster {
+    cluster_ttl(n, Duration::from_millis(TTL_MS), admin, extra)
+}
+
+/// As `cluster_with`, with another lease ttl.
+pub fn cluster_ttl(
+    n: usize,
+    ttl: Duration,
+    admin: &str,
+    extra: impl Fn(usize) -> String,
+) -> TestCluster {
+    let ttl_ms = ttl.as_millis();
     let shared = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let secret = shared.path().join("secret");
     std::fs::write(&secret, "cluster-secret-for-tests-0123").unwrap_or_else(|e| panic!("{e}"));
@@ -110,7 +121,7 @@ data_dir = "{{dir}}/data"
 name = "test"
 listen = "127.0.0.1:{}"
 peers = {{ {peers} }}
-lease_ttl = "{TTL_MS}ms"
+lease_ttl = "{ttl_ms}ms"
 secret_file = "{}"
 {}
 "#,

@@ -141,6 +141,48 @@ fn cluster_sections_are_validated() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[cfg(feature = "etcd")]
+#[test]
+fn an_etcd_lease_must_outlast_an_etcd_election() {
+    let dir = tempfile_dir("etcd");
+    let secret = dir.join("secret");
+    let _ = std::fs::write(&secret, "0123456789abcdef-secret");
+    let etcd = CLUSTER.replace("/nonexistent/secret", &secret.display().to_string())
+        + "dcs = \"etcd\"\netcd_endpoints = [\"http://127.0.0.1:2379\"]\n";
+    // The default ttl (2s) against etcd's default election timeout (1s).
+    let e = error_of(&etcd);
+    assert!(
+        e.contains("cluster.lease_ttl")
+            && e.contains("2s is too short")
+            && e.contains("the smallest safe lease_ttl is 5.6s")
+            && e.contains("etcd_election_timeout"),
+        "{e}"
+    );
+    assert!(parse(&format!("{etcd}lease_ttl = \"5.6s\"\n")).is_ok());
+    // A stated shorter election timeout allows a shorter ttl.
+    let short = format!("{etcd}etcd_election_timeout = \"100ms\"\n");
+    assert!(parse(&format!("{short}lease_ttl = \"600ms\"\n")).is_ok());
+    let e = error_of(&format!("{short}lease_ttl = \"500ms\"\n"));
+    assert!(e.contains("is 600ms"), "{e}");
+    // An explicit margin counts in full.
+    let e = error_of(&format!(
+        "{etcd}lease_ttl = \"4s\"\nsafety_margin = \"500ms\"\n"
+    ));
+    assert!(e.contains("is 4.3s (with this safety_margin)"), "{e}");
+    // Only with etcd, and within etcd's own range.
+    let raft = CLUSTER.replace("/nonexistent/secret", &secret.display().to_string());
+    let e = error_of(&format!("{raft}etcd_election_timeout = \"1s\"\n"));
+    assert!(
+        e.contains("cluster.etcd_election_timeout") && e.contains("only used with"),
+        "{e}"
+    );
+    let e = error_of(&format!(
+        "{etcd}lease_ttl = \"300s\"\netcd_election_timeout = \"1m\"\n"
+    ));
+    assert!(e.contains("between 10ms and 50s"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn postgres_services_are_validated() {
     let dir = tempfile_dir("pg");
