@@ -11,7 +11,8 @@
 #   stop-old-leader    the same with SIGSTOP for 2 x ttl
 # The primary's GET /primary is sampled every 10 ms during the fault and one ttl after it. A
 # round counts as a lease move when the fencing token changed or another node became primary,
-# and as a lapse when the primary answered anything but 200 (its lease ran out).
+# and as a lapse when the primary answered anything but 200 (its lease ran out; a request that
+# times out on a busy machine does not count).
 # Prints one line per ttl: faults, lease moves, lapses, and how many faults hit a Raft leader
 # that was not the lease holder (its store_leader, read just before the fault).
 #
@@ -32,7 +33,7 @@ if [[ ! -x $TANDEM ]]; then
     echo "building tandem (cargo build --release -p tandem)" >&2
     (cd "$ROOT" && cargo build --release -p tandem)
 fi
-export TANDEM
+export TANDEM COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 exec python3 - <<'EOF'
 import http.client, json, os, secrets, shutil, signal, socket, subprocess, sys, tempfile, time
 
@@ -155,11 +156,12 @@ class Cluster:
         return None
 
 def watch(c, p, token, until):
-    """Sample the primary until `until`: (moved, lapsed)."""
+    """Sample the primary until `until`: (moved, lapsed). A lapse is an answer other than 200
+    (the node says it is not primary); a request that times out on a busy machine is not one."""
     moved = lapsed = False
     while time.monotonic() < until:
         st, body = req(c.admin[p], "GET", "/primary")
-        if st != 200:
+        if st is not None and st != 200:
             lapsed = True
         elif (body or {}).get("fencing_token") != token:
             moved = True
@@ -226,7 +228,7 @@ def run(ttl_s):
           f"unsettled={stats['unsettled']}", flush=True)
 
 print(f"# {time.strftime('%Y-%m-%d %H:%M')} load {os.getloadavg()[0]:.2f} "
-      f"tandem {subprocess.run([TANDEM, '--version'], capture_output=True, text=True).stdout.strip()}")
+      f"commit {os.environ['COMMIT']} binary {TANDEM}")
 for t in TTLS:
     run(t)
 EOF

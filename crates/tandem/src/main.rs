@@ -25,6 +25,7 @@ use crate::config::Config;
 #[derive(Debug, Parser)]
 #[command(
     name = "tandem",
+    version,
     about = "High availability and failover for real services, in one binary"
 )]
 struct Cli {
