@@ -212,7 +212,10 @@ impl PgLab {
                 .await
                 .unwrap_or_else(|e| panic!("{e}"))
                 .iter()
-                .map(|r| r.get::<_, i64>(0))
+                .map(|r| {
+                    r.try_get::<_, i64>(0)
+                        .unwrap_or_else(|e| panic!("unexpected row: {e}"))
+                })
                 .collect()
         })
     }
@@ -389,7 +392,9 @@ impl Writable {
                         )
                         .await;
                         match r {
-                            Ok(Ok(row)) if row.get::<_, bool>(0) => writable.push(i + 1),
+                            Ok(Ok(row)) if row.try_get::<_, bool>(0).unwrap_or(false) => {
+                                writable.push(i + 1)
+                            }
                             Ok(Ok(_)) => {}
                             _ => clients[i] = None,
                         }
@@ -531,8 +536,8 @@ fn postgres_bootstraps_replicates_and_switches_over_without_losing_writes() {
                     )
                     .await
                     .is_ok_and(|r| {
-                        r.get::<_, bool>(0)
-                            && r.get::<_, String>(1) == lab.ports[target].to_string()
+                        r.try_get::<_, bool>(0).unwrap_or(false)
+                            && r.try_get::<_, String>(1).ok() == Some(lab.ports[target].to_string())
                     }),
                 None => false,
             }
