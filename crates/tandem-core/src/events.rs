@@ -224,7 +224,10 @@ impl EventBus {
                     Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                         let n = log.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                         if n.is_power_of_two() {
-                            tracing::warn!(dropped = n, "the event log writer is behind: events not written to the file");
+                            tracing::warn!(
+                                dropped = n,
+                                "the event log writer is behind: events not written to the file"
+                            );
                         }
                         if let Some(hook) = log.on_drop.get() {
                             hook();
@@ -272,9 +275,7 @@ impl EventBus {
                         Err(TrySendError::Full(_)) if std::time::Instant::now() >= deadline => {
                             break false
                         }
-                        Err(TrySendError::Full(_)) => {
-                            std::thread::sleep(Duration::from_millis(5))
-                        }
+                        Err(TrySendError::Full(_)) => std::thread::sleep(Duration::from_millis(5)),
                     }
                 }
             }

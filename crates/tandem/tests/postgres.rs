@@ -798,7 +798,11 @@ fn postgres_replica_that_cannot_start_is_set_aside_and_cloned() {
             .to_string()
             .contains(".failed-")
     });
-    assert!(set_aside, "the data directory was not set aside: {}", lab.dump());
+    assert!(
+        set_aside,
+        "the data directory was not set aside: {}",
+        lab.dump()
+    );
     lab.wait_replicas(p);
     // The failed starts were reported with PostgreSQL's FATAL line (not only the log's tail).
     let errors = lab.c.nodes[r]

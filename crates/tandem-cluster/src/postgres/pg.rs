@@ -537,7 +537,10 @@ pub(crate) fn set_aside_failed(data: &Path, unix_secs: u64) -> Result<PathBuf, S
     // Oldest first: by the number of seconds, then the tie-break suffix.
     old.sort_by_key(|(stamp, _)| {
         let (secs, n) = stamp.split_once('.').unwrap_or((stamp.as_str(), "0"));
-        (secs.parse::<u64>().unwrap_or(0), n.parse::<u64>().unwrap_or(0))
+        (
+            secs.parse::<u64>().unwrap_or(0),
+            n.parse::<u64>().unwrap_or(0),
+        )
     });
     let excess = old.len().saturating_sub(KEEP_FAILED);
     for (_, p) in old.into_iter().take(excess) {

@@ -109,7 +109,10 @@ mod tests {
     fn fatal_lines_are_found_beyond_the_last_three() {
         let lines = failure_lines(LOG);
         assert_eq!(lines.len(), 1);
-        assert!(lines[0].contains("FATAL:  requested timeline 11"), "{lines:?}");
+        assert!(
+            lines[0].contains("FATAL:  requested timeline 11"),
+            "{lines:?}"
+        );
         let report = start_report(LOG);
         assert!(report.starts_with("2024-05-01 10:00:00.003 UTC [11] FATAL:"));
         assert!(report.ends_with("database system is shut down"), "{report}");
@@ -157,10 +160,9 @@ mod tests {
                 pg: Some(pg(n == holder && holder_running_primary)),
                 ..Default::default()
             };
-            state.members.insert(
-                n.into(),
-                MemberRecord { info, seq: 1 },
-            );
+            state
+                .members
+                .insert(n.into(), MemberRecord { info, seq: 1 });
         }
         View {
             state,
@@ -178,23 +180,38 @@ mod tests {
         );
         // No running primary: nothing to clone from.
         let v = view("a", false);
-        assert!(matches!(start_repair("b", 5, 3, false, &v), StartRepair::Keep(_)));
+        assert!(matches!(
+            start_repair("b", 5, 3, false, &v),
+            StartRepair::Keep(_)
+        ));
         // The primary's agent is gone.
         let mut v = view("a", true);
         v.alive.remove("a");
-        assert!(matches!(start_repair("b", 5, 3, false, &v), StartRepair::Keep(_)));
+        assert!(matches!(
+            start_repair("b", 5, 3, false, &v),
+            StartRepair::Keep(_)
+        ));
         // Not bootstrapped.
         let mut v = view("a", true);
         v.state.initialized = None;
-        assert!(matches!(start_repair("b", 5, 3, false, &v), StartRepair::Keep(_)));
+        assert!(matches!(
+            start_repair("b", 5, 3, false, &v),
+            StartRepair::Keep(_)
+        ));
     }
 
     #[test]
     fn the_lease_holder_never_sets_its_data_aside() {
         let v = view("b", true);
-        assert!(matches!(start_repair("b", 10, 3, false, &v), StartRepair::Keep(_)));
+        assert!(matches!(
+            start_repair("b", 10, 3, false, &v),
+            StartRepair::Keep(_)
+        ));
         let v = view("a", true);
-        assert!(matches!(start_repair("b", 10, 3, true, &v), StartRepair::Keep(_)));
+        assert!(matches!(
+            start_repair("b", 10, 3, true, &v),
+            StartRepair::Keep(_)
+        ));
     }
 
     #[test]

@@ -8,7 +8,9 @@ fn stand_in() -> Postmaster {
     let mut c = std::process::Command::new("sleep");
     c.arg("30");
     std::os::unix::process::CommandExt::process_group(&mut c, 0);
-    let child = c.spawn().unwrap_or_else(|e| panic!("cannot run sleep: {e}"));
+    let child = c
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run sleep: {e}"));
     Postmaster::watch(child, 0).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -79,7 +81,10 @@ async fn a_panicking_manager_is_fenced_within_the_lease_reported_and_restarted()
         "not fenced within the lease"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2, "restarted once");
-    assert!(!alive_at_restart.load(Ordering::SeqCst), "restarted before the fence");
+    assert!(
+        !alive_at_restart.load(Ordering::SeqCst),
+        "restarted before the fence"
+    );
     assert!(!l.pm.running(), "PostgreSQL still runs");
     assert_eq!(l.eligible.try_recv().ok(), Some(false));
     assert_eq!(l.metrics.manager_failures.get(), 1);
@@ -109,7 +114,10 @@ async fn a_manager_that_keeps_failing_is_given_up_with_a_clear_status() {
     let st = l.handle.status();
     assert!(!st.running);
     let err = st.error.unwrap_or_default();
-    assert!(err.contains("failed: broken") && err.contains("not restarted"), "{err}");
+    assert!(
+        err.contains("failed: broken") && err.contains("not restarted"),
+        "{err}"
+    );
     assert!(st.not_candidate.is_some());
     // Requests find no manager: a promotion is refused, a demotion still returns.
     assert!(l.handle.promote(9, false).await.is_err());
