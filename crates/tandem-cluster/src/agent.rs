@@ -259,6 +259,9 @@ pub struct Agent<D> {
     /// The last node seen holding the lease (not cleared by a release).
     previous_primary: Option<String>,
     pg: Option<crate::postgres::PgHandle>,
+    /// The PostgreSQL manager's supervisor and the task forwarding its eligibility: owned
+    /// here, so they end with the agent.
+    _pg_tasks: Vec<TaskHandle>,
     view_tx: tokio::sync::watch::Sender<crate::postgres::View>,
 }
 
@@ -302,16 +305,19 @@ impl<D: Dcs> Agent<D> {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle_dcs: Arc<dyn DynDcs> = parts.dcs.clone();
         let (view_tx, view_rx) = tokio::sync::watch::channel(crate::postgres::View::default());
-        let pg = if is_pg {
-            start_postgres(
+        let (pg, pg_tasks) = if is_pg {
+            match start_postgres(
                 &parts,
                 shared.clone(),
                 handle_dcs.clone(),
                 view_rx,
                 tx.clone(),
-            )
+            ) {
+                Some((h, tasks)) => (Some(h), tasks),
+                None => (None, Vec::new()),
+            }
         } else {
-            None
+            (None, Vec::new())
         };
         let (hooks, hook_runner) =
             spawn_hook_runner(&parts, shared.clone(), tx.clone(), pg.clone());
@@ -330,6 +336,7 @@ impl<D: Dcs> Agent<D> {
             last_holder: None,
             previous_primary: None,
             pg: pg.clone(),
+            _pg_tasks: pg_tasks,
             view_tx,
         };
         let task = TaskHandle::spawn(agent.run(rx));
@@ -753,14 +760,15 @@ impl<D: Dcs> Agent<D> {
     }
 }
 
-/// Start the PostgreSQL manager of a `kind = "postgres"` service.
+/// Start the PostgreSQL manager of a `kind = "postgres"` service, under its supervisor
+/// (`postgres::supervise`: a failed manager is fenced, reported not eligible, and restarted).
 fn start_postgres<D: Dcs>(
     parts: &AgentParts<D>,
     shared: Arc<Mutex<Shared>>,
     dcs: Arc<dyn DynDcs>,
     view: tokio::sync::watch::Receiver<crate::postgres::View>,
     tx: mpsc::UnboundedSender<Msg>,
-) -> Option<crate::postgres::PgHandle> {
+) -> Option<(crate::postgres::PgHandle, Vec<TaskHandle>)> {
     let svc = parts.service.as_ref()?;
     let settings = match svc.postgres(&parts.node, &parts.cluster) {
         Ok(s) => s,
@@ -785,15 +793,15 @@ fn start_postgres<D: Dcs>(
         watchdog_exe: crate::postgres::watchdog_exe(),
     };
     match crate::postgres::manager::start(mparts) {
-        Ok((handle, _task)) => {
-            tokio::spawn(async move {
+        Ok((handle, supervisor)) => {
+            let forward = TaskHandle::spawn(async move {
                 while let Some(e) = eligible_rx.recv().await {
                     if tx.send(Msg::Eligible(e)).is_err() {
                         return;
                     }
                 }
             });
-            Some(handle)
+            Some((handle, vec![supervisor, forward]))
         }
         Err(e) => {
             tracing::error!(component = "postgres", error = %e, "PostgreSQL not managed");

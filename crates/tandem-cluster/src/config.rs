@@ -88,6 +88,9 @@ pub struct ServiceConfig {
     pub synchronous: Option<crate::postgres::SyncMode>,
     pub maximum_lag_on_failover: Option<String>,
     pub use_rewind: Option<bool>,
+    /// Failed starts of a replica's PostgreSQL in a row before its data directory is set
+    /// aside and cloned afresh from the primary.
+    pub max_start_failures: Option<u32>,
     #[serde(default)]
     pub parameters: BTreeMap<String, String>,
 }
@@ -386,6 +389,9 @@ impl ServiceConfig {
             synchronous: self.synchronous.unwrap_or_default(),
             maximum_lag_on_failover,
             use_rewind: self.use_rewind.unwrap_or(true),
+            max_start_failures: self
+                .max_start_failures
+                .unwrap_or(crate::postgres::DEFAULT_MAX_START_FAILURES),
             parameters: self.parameters.clone(),
             peer_ips,
             log_file: node.data_dir.join("postgresql.log"),
@@ -410,6 +416,7 @@ impl ServiceConfig {
             "maximum_lag_on_failover",
         );
         has(self.use_rewind.is_some(), "use_rewind");
+        has(self.max_start_failures.is_some(), "max_start_failures");
         has(!self.parameters.is_empty(), "parameters");
         v
     }
@@ -517,6 +524,12 @@ fn validate_postgres(s: &ServiceConfig, issues: &mut Vec<Issue>) {
         if let Err(e) = crate::postgres::parse_size(l) {
             issues.push(Issue::new("service.maximum_lag_on_failover", e));
         }
+    }
+    if s.max_start_failures == Some(0) {
+        issues.push(Issue::new(
+            "service.max_start_failures",
+            "must be at least 1",
+        ));
     }
     for (k, v) in &s.parameters {
         if crate::postgres::MANAGED_PARAMETERS.contains(&k.as_str()) {

@@ -1,10 +1,18 @@
 //! The typed event bus: every state change (server up/down, leader change, VIP move, promotion)
 //! is one event, fed to logs, metrics, the event log API and alerts.
+//!
+//! The event log file is written by a thread of its own through a bounded queue: `emit` runs on
+//! the runtime that renews the lease and never waits for a disk. When the queue is full (a
+//! stuck disk) the event is still kept in memory and broadcast, but not written; such drops are
+//! counted (`log_dropped`, and the hook set with `on_log_drop`).
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -29,6 +37,8 @@ pub struct Event {
 }
 
 const RECENT: usize = 1024;
+/// Events waiting for the log writer at most; more are dropped from the file (not from memory).
+const LOG_QUEUE: usize = 4096;
 
 /// Publishes events to live subscribers and keeps the most recent ones.
 #[derive(Clone, Debug)]
@@ -41,18 +51,61 @@ struct Inner {
     tx: broadcast::Sender<Event>,
     recent: Mutex<(u64, VecDeque<Event>)>,
     /// Where events are kept across restarts (JSON lines), if anywhere.
-    log: Option<Mutex<EventLog>>,
+    log: Option<LogQueue>,
+}
+
+type DropHook = Arc<dyn Fn() + Send + Sync>;
+
+/// The queue to the log writer thread.
+struct LogQueue {
+    tx: SyncSender<LogMsg>,
+    dropped: AtomicU64,
+    on_drop: OnceLock<DropHook>,
+}
+
+impl std::fmt::Debug for LogQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogQueue")
+            .field("dropped", &self.dropped)
+            .finish_non_exhaustive()
+    }
+}
+
+enum LogMsg {
+    Event(Event),
+    /// Answered once everything queued before it is written.
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 /// The event log file: appended to, compacted to the last `RECENT` events when it doubles.
+/// Owned by the writer thread.
 #[derive(Debug)]
 struct EventLog {
     path: PathBuf,
     lines: usize,
+    recent: VecDeque<Event>,
 }
 
 impl EventLog {
-    fn append(&mut self, e: &Event, recent: &VecDeque<Event>) {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<LogMsg>) {
+        while let Ok(msg) = rx.recv() {
+            match msg {
+                LogMsg::Event(e) => {
+                    if self.recent.len() == RECENT {
+                        self.recent.pop_front();
+                    }
+                    self.recent.push_back(e.clone());
+                    self.append(&e);
+                }
+                LogMsg::Flush(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, e: &Event) {
+        let recent = &self.recent;
         let result = (|| -> std::io::Result<()> {
             if self.lines >= 2 * RECENT {
                 let tmp = self.path.with_extension("tmp");
@@ -118,10 +171,21 @@ impl EventBus {
         }
         let seq = recent.back().map_or(0, |e: &Event| e.seq);
         let (tx, _) = broadcast::channel(RECENT);
-        let log = Some(Mutex::new(EventLog {
+        let writer = EventLog {
             path: path.to_path_buf(),
             lines,
-        }));
+            recent: recent.clone(),
+        };
+        let (qtx, qrx) = sync_channel(LOG_QUEUE);
+        // Ends once the bus (the queue's only sender) is gone.
+        std::thread::Builder::new()
+            .name("tandem-event-log".into())
+            .spawn(move || writer.run(qrx))?;
+        let log = Some(LogQueue {
+            tx: qtx,
+            dropped: AtomicU64::new(0),
+            on_drop: OnceLock::new(),
+        });
         Ok(Self {
             inner: Arc::new(Inner {
                 tx,
@@ -153,15 +217,71 @@ impl EventBus {
                 guard.1.pop_front();
             }
             guard.1.push_back(event.clone());
+            // Queued under the lock, so the file keeps the order of the sequence numbers.
             if let Some(log) = &self.inner.log {
-                if let Ok(mut l) = log.lock() {
-                    l.append(&event, &guard.1);
+                match log.tx.try_send(LogMsg::Event(event.clone())) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                        let n = log.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n.is_power_of_two() {
+                            tracing::warn!(
+                                dropped = n,
+                                "the event log writer is behind: events not written to the file"
+                            );
+                        }
+                        if let Some(hook) = log.on_drop.get() {
+                            hook();
+                        }
+                    }
                 }
             }
             event
         };
         // No subscriber is not an error: the event is kept in `recent`.
         let _ = self.inner.tx.send(event);
+    }
+
+    /// Events that were not written to the event log file because its queue was full.
+    pub fn log_dropped(&self) -> u64 {
+        self.inner
+            .log
+            .as_ref()
+            .map_or(0, |l| l.dropped.load(Ordering::Relaxed))
+    }
+
+    /// Call `hook` for every event not written to the log file (for a metric); set once.
+    pub fn on_log_drop(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        if let Some(l) = &self.inner.log {
+            let _ = l.on_drop.set(hook);
+        }
+    }
+
+    /// Wait (blocking, up to `limit`) until every event emitted so far is in the log file.
+    /// True when done (or there is no file). Call it off the runtime or at shutdown.
+    pub fn flush(&self, limit: Duration) -> bool {
+        let Some(l) = &self.inner.log else {
+            return true;
+        };
+        let (reply, done) = std::sync::mpsc::channel();
+        let queued = match l.tx.try_send(LogMsg::Flush(reply.clone())) {
+            Ok(()) => true,
+            // Full: wait for room, within the limit.
+            Err(TrySendError::Full(_)) => {
+                let deadline = std::time::Instant::now() + limit;
+                loop {
+                    match l.tx.try_send(LogMsg::Flush(reply.clone())) {
+                        Ok(()) => break true,
+                        Err(TrySendError::Disconnected(_)) => break false,
+                        Err(TrySendError::Full(_)) if std::time::Instant::now() >= deadline => {
+                            break false
+                        }
+                        Err(TrySendError::Full(_)) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        };
+        queued && done.recv_timeout(limit).is_ok()
     }
 
     /// Events with a sequence number above `since`, oldest first.
@@ -213,6 +333,8 @@ mod tests {
         for i in 0..(2 * RECENT + 10) {
             bus.emit("server_down", "proxy", &format!("app/{i}"), "test");
         }
+        assert!(bus.flush(Duration::from_secs(10)));
+        assert_eq!(bus.log_dropped(), 0);
         let again = EventBus::with_log(&path).unwrap_or_else(|e| panic!("{e}"));
         let all = again.recent(0);
         assert_eq!(all.len(), RECENT);
@@ -222,6 +344,7 @@ mod tests {
             again.recent(0).last().map(|e| e.seq),
             Some(2 * RECENT as u64 + 11)
         );
+        assert!(again.flush(Duration::from_secs(10)));
         let lines = std::fs::read_to_string(&path)
             .unwrap_or_default()
             .lines()

@@ -152,16 +152,16 @@ impl PgClient {
                     &[&(seq as i64)],
                 )
                 .await
-                .map(|row| {
-                    let addr: Option<String> = row.get(0);
-                    let port: Option<i32> = row.get(1);
-                    addr.zip(port).map(|(a, p)| {
+                .and_then(|row| {
+                    let addr: Option<String> = row.try_get(0)?;
+                    let port: Option<i32> = row.try_get(1)?;
+                    Ok(addr.zip(port).map(|(a, p)| {
                         if a.contains(':') {
                             format!("[{a}]:{p}")
                         } else {
                             format!("{a}:{p}")
                         }
-                    })
+                    }))
                 }),
         };
         r.map_err(|e| classify(&e, false))
@@ -198,7 +198,10 @@ pub async fn read_back(
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok::<_, String>(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+            rows.iter()
+                .map(|r| r.try_get::<_, i64>(0).map(|v| v as u64))
+                .collect::<Result<Vec<u64>, _>>()
+                .map_err(|e| format!("unexpected row in tandem_drill: {e}"))
         }
         .await;
         match r {

@@ -139,6 +139,15 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
         }
         None => EventBus::new(),
     };
+    let log_dropped = prometheus_client::metrics::counter::Counter::<u64>::default();
+    registry.sub_registry_with_prefix("events").register(
+        "log_dropped",
+        "Events not written to the event log file because its writer was behind (kept in memory and sent on)",
+        log_dropped.clone(),
+    );
+    events.on_log_drop(Arc::new(move || {
+        log_dropped.inc();
+    }));
     let proxy = Arc::new(Proxy::new(
         ProxyMetrics::register(&mut registry),
         events.clone(),
@@ -233,6 +242,9 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     if let Some(t) = admin_task {
         let _ = tokio::time::timeout(deadline, t).await;
     }
+    // The last events (the demotion, the release) reach the file before the process ends.
+    let ev = events.clone();
+    let _ = tokio::task::spawn_blocking(move || ev.flush(std::time::Duration::from_secs(2))).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -212,7 +212,10 @@ impl PgLab {
                 .await
                 .unwrap_or_else(|e| panic!("{e}"))
                 .iter()
-                .map(|r| r.get::<_, i64>(0))
+                .map(|r| {
+                    r.try_get::<_, i64>(0)
+                        .unwrap_or_else(|e| panic!("unexpected row: {e}"))
+                })
                 .collect()
         })
     }
@@ -389,7 +392,9 @@ impl Writable {
                         )
                         .await;
                         match r {
-                            Ok(Ok(row)) if row.get::<_, bool>(0) => writable.push(i + 1),
+                            Ok(Ok(row)) if row.try_get::<_, bool>(0).unwrap_or(false) => {
+                                writable.push(i + 1)
+                            }
                             Ok(Ok(_)) => {}
                             _ => clients[i] = None,
                         }
@@ -531,8 +536,8 @@ fn postgres_bootstraps_replicates_and_switches_over_without_losing_writes() {
                     )
                     .await
                     .is_ok_and(|r| {
-                        r.get::<_, bool>(0)
-                            && r.get::<_, String>(1) == lab.ports[target].to_string()
+                        r.try_get::<_, bool>(0).unwrap_or(false)
+                            && r.try_get::<_, String>(1).ok() == Some(lab.ports[target].to_string())
                     }),
                 None => false,
             }
@@ -758,4 +763,79 @@ fn postgres_that_cannot_start_is_reported_and_never_promoted() {
     assert!(seen.contains("invalid value"), "{seen}");
     let events = lab.c.nodes[0].get_json("/events?kind=postgres_error,postgres_promote_failed");
     assert!(events.to_string().contains("shared_buffers"), "{events}");
+}
+
+/// A replica whose PostgreSQL cannot start (here: a value it rejects, written into its
+/// postgresql.auto.conf while it was stopped) is reported with PostgreSQL's own FATAL line, and
+/// after `max_start_failures` failed starts its data directory is set aside (kept as
+/// `<data_dir>.failed-<secs>`) and cloned afresh: it streams again.
+#[test]
+fn postgres_replica_that_cannot_start_is_set_aside_and_cloned() {
+    let mut lab = pg_lab("off");
+    let p = lab.wait_primary(&[0, 1, 2]);
+    let r = lab.c.others(p)[0];
+    let pid = lab.postmaster(r);
+    lab.c.nodes[r].proc.kill();
+    assert!(
+        wait_until(Duration::from_secs(10), || !std::path::Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))),
+        "PostgreSQL outlived its agent"
+    );
+    let root = lab._dir.path().to_path_buf();
+    let name = format!("pg{}", r + 1);
+    let auto = root.join(&name).join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).unwrap_or_else(|e| panic!("{e}"));
+    text.push_str("shared_buffers = 'lots'\n");
+    std::fs::write(&auto, text).unwrap_or_else(|e| panic!("{e}"));
+    lab.c.nodes[r].restart(bin());
+    let set_aside = wait_until(LONG, || {
+        lab.c.nodes[r]
+            .get_json("/events?kind=postgres_set_aside")
+            .to_string()
+            .contains(".failed-")
+    });
+    assert!(
+        set_aside,
+        "the data directory was not set aside: {}",
+        lab.dump()
+    );
+    lab.wait_replicas(p);
+    // The failed starts were reported with PostgreSQL's FATAL line (not only the log's tail).
+    let errors = lab.c.nodes[r]
+        .get_json("/events?kind=postgres_error")
+        .to_string();
+    assert!(
+        errors.contains("FATAL:") && errors.contains("contains errors"),
+        "{errors}"
+    );
+    // The old directory is kept beside the new clone, once.
+    let kept: Vec<std::path::PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|d| d.ok())
+        .filter(|d| {
+            d.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}.failed-"))
+        })
+        .map(|d| d.path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].join("PG_VERSION").exists());
+    let metrics = http::request_timeout(
+        lab.c.nodes[r].admin(),
+        "GET",
+        "/metrics",
+        Duration::from_secs(2),
+    )
+    .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+    .unwrap_or_default();
+    assert!(
+        metrics.contains("tandem_postgres_data_set_aside_total 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("tandem_postgres_start_failures_total 0\n"));
 }

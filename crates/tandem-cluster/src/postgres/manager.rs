@@ -1,18 +1,20 @@
 //! The PostgreSQL manager: one task that owns the postmaster, observes it every tick, keeps it
 //! in the role the lease gives this node, and answers the agent's promote and demote requests
-//! in order.
+//! in order. It runs under `supervise`, which fences PostgreSQL and restarts it should it fail.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use tandem_core::clock::{self, Instant};
-use tandem_core::EventBus;
+use tandem_core::{EventBus, TaskHandle};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::metrics::{PgMetrics, ReplicaLabel, ResultLabel};
 use super::pg::{ConfRole, Pg, Postmaster};
+use super::repair::{start_repair, StartRepair};
 use super::watchdog::{Feed, Watchdog};
 use super::{candidacy, parse_lsn, slot_name, PgSettings, SyncMode, View};
 use crate::agent::DynDcs;
@@ -55,7 +57,7 @@ pub struct ReplicaStat {
     pub replay_lag_seconds: Option<f64>,
 }
 
-enum Request {
+pub(crate) enum Request {
     Promote {
         token: u64,
         planned: bool,
@@ -73,14 +75,69 @@ enum Request {
 /// The agent's and the API's handle on the manager.
 #[derive(Clone)]
 pub struct PgHandle {
-    status: Arc<Mutex<PgStatus>>,
-    member: Arc<Mutex<Option<PgMember>>>,
-    tx: mpsc::UnboundedSender<Request>,
+    pub(crate) status: Arc<Mutex<PgStatus>>,
+    pub(crate) member: Arc<Mutex<Option<PgMember>>>,
+    /// The running manager's requests (replaced when the supervisor restarts it; the handles
+    /// are its only owners, so the manager sees the agent go when they are all dropped).
+    pub(crate) tx: Arc<Mutex<mpsc::UnboundedSender<Request>>>,
+    /// The postmaster the manager started, kept here so that it can be fenced when the
+    /// manager itself is gone.
+    pub(crate) pm: Arc<Mutex<Option<Postmaster>>>,
+    /// Set once the node stops: a failed manager is then not restarted.
+    pub(crate) stopping: Arc<AtomicBool>,
+    /// `host:port` of this node's PostgreSQL.
+    pub(crate) addr: String,
+}
+
+/// The lock's data even if a thread panicked while holding it (the poison is cleared, so a
+/// restarted manager can write again).
+pub(crate) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => {
+            m.clear_poison();
+            p.into_inner()
+        }
+    }
 }
 
 impl PgHandle {
+    /// A handle with no manager yet (requests fail until the supervisor starts one).
+    pub(crate) fn new(addr: String) -> PgHandle {
+        let (tx, _) = mpsc::unbounded_channel();
+        PgHandle {
+            status: Arc::new(Mutex::new(PgStatus {
+                state: "starting".into(),
+                ..Default::default()
+            })),
+            member: Arc::new(Mutex::new(None)),
+            tx: Arc::new(Mutex::new(tx)),
+            pm: Arc::new(Mutex::new(None)),
+            stopping: Arc::new(AtomicBool::new(false)),
+            addr,
+        }
+    }
+
     pub fn status(&self) -> PgStatus {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+        locked(&self.status).clone()
+    }
+
+    fn send(&self, r: Request) -> bool {
+        locked(&self.tx).send(r).is_ok()
+    }
+
+    /// Stop the postmaster the manager started, whatever the manager's state: SIGINT, then
+    /// SIGQUIT and SIGKILL to its group, each after `step`. Returns once it is gone.
+    pub(crate) async fn fence(&self, step: Duration) {
+        let pm = locked(&self.pm).clone();
+        if let Some(pm) = pm.filter(|p| p.running()) {
+            tracing::warn!(
+                component = "postgres",
+                pid = pm.pid,
+                "stopping PostgreSQL without its manager"
+            );
+            pm.stop(step).await;
+        }
     }
 
     pub(crate) fn member(&self) -> Option<PgMember> {
@@ -90,34 +147,37 @@ impl PgHandle {
     /// Promote (or bootstrap) under `token`; `Err` says why this node must not be primary.
     pub(crate) async fn promote(&self, token: u64, planned: bool) -> Result<(), String> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Promote {
-                token,
-                planned,
-                reply,
-            })
-            .map_err(|_| "the PostgreSQL manager is gone".to_string())?;
-        rx.await
-            .map_err(|_| "the PostgreSQL manager is gone".to_string())?
+        let gone = || "the PostgreSQL manager is gone".to_string();
+        if !self.send(Request::Promote {
+            token,
+            planned,
+            reply,
+        }) {
+            return Err(gone());
+        }
+        rx.await.map_err(|_| gone())?
     }
 
-    /// Stop accepting writes: returns once PostgreSQL is stopped.
+    /// Stop accepting writes: returns once PostgreSQL is stopped (by the manager, or here
+    /// when the manager is gone or fails meanwhile).
     pub(crate) async fn demote(&self, planned: bool) {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Request::Demote { planned, reply }).is_ok() {
-            let _ = rx.await;
+        if !self.send(Request::Demote { planned, reply }) || rx.await.is_err() {
+            self.fence(Duration::from_secs(2)).await;
         }
     }
 
     pub(crate) async fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Request::Stop { reply }).is_ok() {
-            let _ = rx.await;
+        if !self.send(Request::Stop { reply }) || rx.await.is_err() {
+            self.fence(Duration::from_secs(5)).await;
         }
     }
 }
 
 /// Everything the manager needs from the agent.
+#[derive(Clone)]
 pub(crate) struct ManagerParts {
     pub settings: PgSettings,
     pub me: String,
@@ -147,52 +207,56 @@ struct Obs {
     sysid: String,
 }
 
-/// Start the manager task.
-pub(crate) fn start(
-    parts: ManagerParts,
-) -> Result<(PgHandle, tokio::task::JoinHandle<()>), String> {
-    let pg = Pg::new(parts.settings.clone(), parts.me.clone())?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let handle = PgHandle {
-        status: Arc::new(Mutex::new(PgStatus {
-            state: "starting".into(),
-            ..Default::default()
-        })),
-        member: Arc::new(Mutex::new(None)),
-        tx,
+/// Start the manager task under its supervisor (`supervise`): the returned task owns both.
+pub(crate) fn start(parts: ManagerParts) -> Result<(PgHandle, TaskHandle), String> {
+    // The settings are checked once here: a restart meets the same ones.
+    Pg::new(parts.settings.clone(), parts.me.clone())?;
+    let handle = PgHandle::new(parts.settings.listen.to_string());
+    let ctx = super::supervise::Ctx {
+        me: parts.me.clone(),
+        handle: handle.clone(),
+        eligible: parts.eligible.clone(),
+        events: parts.events.clone(),
+        metrics: parts.metrics.clone(),
+        lease: parts.lease.clone(),
     };
-    let m = Manager {
-        tick: (parts.ttl / 10).max(Duration::from_millis(20)),
-        p: parts,
-        pg,
-        pm: None,
-        client: None,
-        acting: None,
-        upstream: None,
-        upstream_since: clock::now(),
-        need_rewind: false,
-        rewinds_in_row: 0,
-        progress_lsn: 0,
-        streamed_tli: 0,
-        recorded: false,
-        sync_names: String::new(),
-        pending_sync: None,
-        watchdog: None,
-        watched_pid: None,
-        last_eligible: None,
-        ineligible_until: None,
-        error: None,
-        state: String::new(),
-        fails: 0,
-        slots: Default::default(),
-        replicas: Vec::new(),
-        retry_at: None,
-        status: handle.status.clone(),
-        member: handle.member.clone(),
-        last_obs: Obs::default(),
+    let weak_tx = Arc::downgrade(&handle.tx);
+    let shared = handle.clone_parts();
+    let spawn = move || {
+        let pg = Pg::new(parts.settings.clone(), parts.me.clone())?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        // All handles gone: the agent is gone, nothing to run for.
+        let slot = weak_tx
+            .upgrade()
+            .ok_or_else(|| "the agent is gone".to_string())?;
+        *locked(&slot) = tx;
+        let m = Manager::new(parts.clone(), pg, &shared);
+        Ok(tokio::spawn(m.run(rx)))
     };
-    let task = tokio::spawn(m.run(rx));
+    let task = TaskHandle::spawn(super::supervise::supervise(
+        ctx,
+        super::supervise::POLICY,
+        spawn,
+    ));
     Ok((handle, task))
+}
+
+/// The parts of a handle the manager writes (not the request sender: holding it would keep the
+/// manager's channel open after the agent is gone).
+pub(crate) struct SharedParts {
+    status: Arc<Mutex<PgStatus>>,
+    member: Arc<Mutex<Option<PgMember>>>,
+    pm: Arc<Mutex<Option<Postmaster>>>,
+}
+
+impl PgHandle {
+    fn clone_parts(&self) -> SharedParts {
+        SharedParts {
+            status: self.status.clone(),
+            member: self.member.clone(),
+            pm: self.pm.clone(),
+        }
+    }
 }
 
 /// A standby on its way into the synchronous set: `since` is the primary's position taken
@@ -240,11 +304,52 @@ struct Manager {
     retry_at: Option<Instant>,
     status: Arc<Mutex<PgStatus>>,
     member: Arc<Mutex<Option<PgMember>>>,
+    /// The handle's copy of `pm`, for fencing without this task.
+    pm_slot: Arc<Mutex<Option<Postmaster>>>,
+    /// Starts of a replica in a row that did not lead to a PostgreSQL that answers.
+    start_failures: u32,
     last_obs: Obs,
 }
 
 impl Manager {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+    fn new(p: ManagerParts, pg: Pg, shared: &SharedParts) -> Manager {
+        Manager {
+            tick: (p.ttl / 10).max(Duration::from_millis(20)),
+            p,
+            pg,
+            pm: None,
+            client: None,
+            acting: None,
+            upstream: None,
+            upstream_since: clock::now(),
+            need_rewind: false,
+            rewinds_in_row: 0,
+            progress_lsn: 0,
+            streamed_tli: 0,
+            recorded: false,
+            sync_names: String::new(),
+            pending_sync: None,
+            watchdog: None,
+            watched_pid: None,
+            last_eligible: None,
+            ineligible_until: None,
+            error: None,
+            state: String::new(),
+            fails: 0,
+            slots: Default::default(),
+            replicas: Vec::new(),
+            retry_at: None,
+            status: shared.status.clone(),
+            member: shared.member.clone(),
+            pm_slot: shared.pm.clone(),
+            start_failures: 0,
+            last_obs: Obs::default(),
+        }
+    }
+
+    /// Returns once asked to stop (or the agent is gone); an error is a failure the
+    /// supervisor acts on.
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) -> Result<(), String> {
         self.start_watchdog();
         loop {
             tokio::select! {
@@ -266,11 +371,11 @@ impl Manager {
                         self.acting = None;
                         self.stop_postgres("the node is stopping").await;
                         let _ = reply.send(());
-                        return;
+                        return Ok(());
                     }
                     None => {
                         self.stop_postgres("the agent is gone").await;
-                        return;
+                        return Ok(());
                     }
                 },
                 _ = tokio::time::sleep(self.tick) => {}
@@ -392,15 +497,13 @@ impl Manager {
             (SELECT system_identifier::text FROM pg_control_system())";
         match tokio::time::timeout(limit, c.query_one(q, &[])).await {
             Ok(Ok(row)) => {
-                let lsn_text: String = row.get(1);
-                let mut obs = Obs {
-                    running: true,
-                    primary: !row.get::<_, bool>(0),
-                    lsn: parse_lsn(&lsn_text).unwrap_or(0),
-                    lsn_text,
-                    streaming: row.get(2),
-                    timeline: row.get::<_, i32>(3).max(0) as u32,
-                    sysid: row.get(4),
+                let mut obs = match obs_from_row(&row) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        self.fail(format!("unexpected answer from PostgreSQL: {e}"));
+                        self.client = None;
+                        return Obs::default();
+                    }
                 };
                 // Once the stream ends (its primary stopped), PostgreSQL only tells the last
                 // checkpoint's timeline, older than the WAL it received after a promotion:
@@ -453,7 +556,8 @@ impl Manager {
             / self.tick.as_millis().max(1)) as u32;
         if dead || self.fails >= patience.max(3) {
             let why = if dead {
-                format!("PostgreSQL exited: {}", self.pg.log_tail())
+                let from = self.pm.as_ref().map_or(0, |p| p.log_from);
+                format!("PostgreSQL exited: {}", self.pg.log_report(from))
             } else {
                 "PostgreSQL does not answer as a primary".to_string()
             };
@@ -509,6 +613,8 @@ impl Manager {
             self.update_eligibility(view, obs);
             return;
         }
+        // It answers: whatever failed to start before is behind it.
+        self.start_failures = 0;
         // Follow the current primary.
         let upstream = view.primary(&me).map(|(_, m)| m.addr.clone());
         if upstream != self.upstream {
@@ -607,8 +713,25 @@ impl Manager {
             self.p.metrics.basebackups.get_or_create(&label).inc();
             if let Err(e) = r {
                 // A half-written clone is worth nothing.
-                let _ = std::fs::remove_dir_all(&self.pg.s.data_dir);
+                if let Err(rm) = remove_dir(self.pg.s.data_dir.clone()).await {
+                    tracing::warn!(component = "postgres", error = %rm, "cannot remove a failed clone");
+                }
                 return self.fail(format!("cloning {name} failed: {e}"));
+            }
+        }
+        // Failed starts in a row: set the data aside and clone afresh (never on the holder,
+        // never without a primary to clone from).
+        match start_repair(
+            &me,
+            self.start_failures,
+            self.pg.s.max_start_failures,
+            self.acting.is_some(),
+            view,
+        ) {
+            StartRepair::Retry => {}
+            StartRepair::SetAside { from } => return self.set_aside_failed(&from).await,
+            StartRepair::Keep(why) => {
+                tracing::warn!(component = "postgres", failures = self.start_failures, %why, "PostgreSQL keeps failing to start; its data directory is kept");
             }
         }
         if let Err(e) = self.pg.prepare_dir() {
@@ -616,7 +739,11 @@ impl Manager {
         }
         let ctrl = match self.pg.controldata().await {
             Ok(c) => c,
-            Err(e) => return self.fail(e),
+            Err(e) => {
+                self.count_start_failure();
+                self.p.metrics.start_failures.inc();
+                return self.fail(e);
+            }
         };
         if let Some(sysid) = &view.state.initialized {
             if &ctrl.sysid != sysid {
@@ -645,13 +772,53 @@ impl Manager {
             },
             true,
         ) {
+            self.count_start_failure();
+            self.p.metrics.start_failures.inc();
             return self.fail(e);
         }
         self.state = "starting as replica".into();
+        // Counted before the start and forgiven once PostgreSQL answers (`step_replica`).
+        self.count_start_failure();
         if self.start_postgres(Duration::from_secs(10)).await {
             self.upstream = up;
             self.upstream_since = clock::now();
             self.event("postgres_started", "running as replica");
+        }
+    }
+
+    fn count_start_failure(&mut self) {
+        self.start_failures += 1;
+    }
+
+    /// Move a data directory whose PostgreSQL failed to start `start_failures` times aside
+    /// (`<data_dir>.failed-<unix seconds>`, the newest two kept): the next step clones `from`.
+    async fn set_aside_failed(&mut self, from: &str) {
+        let n = self.start_failures;
+        let last = self.error.clone().unwrap_or_default();
+        self.state = format!("setting the data directory aside to clone {from}");
+        self.before_long_operation();
+        let data = self.pg.s.data_dir.clone();
+        let secs = clock::unix_millis() / 1000;
+        let r = tokio::task::spawn_blocking(move || super::pg::set_aside_failed(&data, secs))
+            .await
+            .map_err(|e| format!("setting the data directory aside: {e}"))
+            .and_then(|r| r);
+        match r {
+            Ok(aside) => {
+                self.start_failures = 0;
+                self.streamed_tli = 0;
+                self.rewinds_in_row = 0;
+                self.need_rewind = false;
+                self.p.metrics.set_aside.inc();
+                self.event(
+                    "postgres_set_aside",
+                    format!(
+                        "PostgreSQL failed to start {n} times in a row (last: {last}); data directory kept at {}; cloning {from}",
+                        aside.display()
+                    ),
+                );
+            }
+            Err(e) => self.fail(e),
         }
     }
 
@@ -685,7 +852,12 @@ impl Manager {
                 ),
             }
         }
-        match self.pg.set_aside() {
+        let data = self.pg.s.data_dir.clone();
+        let r = tokio::task::spawn_blocking(move || super::pg::set_aside(&data))
+            .await
+            .map_err(|e| format!("setting the data directory aside: {e}"))
+            .and_then(|r| r);
+        match r {
             Ok(aside) => {
                 self.streamed_tli = 0;
                 self.rewinds_in_row = 0;
@@ -732,14 +904,16 @@ impl Manager {
         };
         let deadline = clock::now() + wait;
         let pid = pm.pid;
-        self.pm = Some(pm);
+        self.set_pm(Some(pm));
         self.feed(Feed::Watch(pid));
         self.watched_pid = Some(pid);
         loop {
             if !self.pm.as_ref().is_some_and(|p| p.running()) {
-                let tail = self.pg.log_tail();
-                self.pm = None;
-                self.fail(format!("PostgreSQL exited at start: {tail}"));
+                let from = self.pm.as_ref().map_or(0, |p| p.log_from);
+                let report = self.pg.log_report(from);
+                self.set_pm(None);
+                self.p.metrics.start_failures.inc();
+                self.fail(format!("PostgreSQL exited at start: {report}"));
                 return false;
             }
             if let Ok(c) = self.pg.connect(Duration::from_secs(1)).await {
@@ -757,13 +931,21 @@ impl Manager {
         }
     }
 
+    /// The postmaster, here and in the handle (for fencing without this task).
+    fn set_pm(&mut self, pm: Option<Postmaster>) {
+        *locked(&self.pm_slot) = pm.clone();
+        self.pm = pm;
+    }
+
     async fn stop_postgres(&mut self, why: &str) {
         self.client = None;
-        if let Some(pm) = self.pm.take() {
+        if let Some(pm) = self.pm.clone() {
             if pm.running() {
                 tracing::info!(component = "postgres", why, "stopping PostgreSQL");
                 pm.stop(Duration::from_secs(5)).await;
             }
+            // Cleared once stopped: until then the handle can still fence it.
+            self.set_pm(None);
         }
         self.upstream = None;
         self.feed(Feed::NoDeadline);
@@ -899,8 +1081,11 @@ impl Manager {
             )
             .await
             {
-                Ok(Ok(row)) if row.get::<_, bool>(0) => Ok(()),
-                Ok(Ok(_)) => Err("pg_promote did not finish in 60s".to_string()),
+                Ok(Ok(row)) => match row.try_get::<_, bool>(0) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("pg_promote did not finish in 60s".to_string()),
+                    Err(e) => Err(format!("unexpected answer from pg_promote: {e}")),
+                },
                 Ok(Err(e)) => Err(format!("pg_promote failed: {e}")),
                 Err(_) => Err("pg_promote timed out".to_string()),
             },
@@ -970,7 +1155,9 @@ impl Manager {
             if fresh && !self.recorded && !named {
                 // Nobody ever wrote to it and the record does not name it: a later attempt
                 // (here or on another node) starts clean.
-                let _ = std::fs::remove_dir_all(&self.pg.s.data_dir);
+                if let Err(e) = remove_dir(self.pg.s.data_dir.clone()).await {
+                    tracing::warn!(component = "postgres", error = %e, "cannot remove the failed bootstrap's data directory");
+                }
             }
         }
         r
@@ -1129,23 +1316,21 @@ impl Manager {
         let mut flush = std::collections::BTreeMap::new();
         let mut current = None;
         for r in &rows {
-            let name: String = r.get(0);
-            let state: String = r.get(1);
-            let f: String = r.get(5);
-            current = parse_lsn(&r.get::<_, String>(6));
-            if state == "streaming" {
+            let (rep, f, cur) = match replica_from_row(r) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(component = "postgres", error = %e, "unexpected row in pg_stat_replication: skipped");
+                    continue;
+                }
+            };
+            current = parse_lsn(&cur);
+            if rep.state == "streaming" {
                 flush.insert(
-                    name.clone(),
-                    (parse_lsn(&f).unwrap_or(0), r.get::<_, String>(2)),
+                    rep.name.clone(),
+                    (parse_lsn(&f).unwrap_or(0), rep.sync_state.clone()),
                 );
             }
-            reps.push(ReplicaStat {
-                name,
-                state,
-                sync_state: r.get(2),
-                lag_bytes: r.get::<_, f64>(3).max(0.0) as u64,
-                replay_lag_seconds: r.get(4),
-            });
+            reps.push(rep);
         }
         for rep in &reps {
             let l = ReplicaLabel {
@@ -1314,6 +1499,53 @@ impl Manager {
             *mm = member;
         }
     }
+}
+
+/// One observation from the observation query's row (`try_get`: a NULL or a changed type is
+/// an error, not a panic).
+fn obs_from_row(row: &tokio_postgres::Row) -> Result<Obs, tokio_postgres::Error> {
+    let lsn_text: String = row.try_get(1)?;
+    Ok(Obs {
+        running: true,
+        primary: !row.try_get::<_, bool>(0)?,
+        lsn: parse_lsn(&lsn_text).unwrap_or(0),
+        lsn_text,
+        streaming: row.try_get(2)?,
+        timeline: row.try_get::<_, i32>(3)?.max(0) as u32,
+        sysid: row.try_get(4)?,
+    })
+}
+
+/// A row of `pg_stat_replication` as queried in `replication`: the replica, its flush
+/// position and the primary's current position (as PostgreSQL writes them).
+fn replica_from_row(
+    r: &tokio_postgres::Row,
+) -> Result<(ReplicaStat, String, String), tokio_postgres::Error> {
+    // application_name and state are NULL for a walsender still starting up.
+    let name: Option<String> = r.try_get(0)?;
+    let state: Option<String> = r.try_get(1)?;
+    let rep = ReplicaStat {
+        name: name.unwrap_or_default(),
+        state: state.unwrap_or_default(),
+        sync_state: r.try_get(2)?,
+        lag_bytes: r.try_get::<_, f64>(3)?.max(0.0) as u64,
+        replay_lag_seconds: r.try_get(4)?,
+    };
+    Ok((rep, r.try_get(5)?, r.try_get(6)?))
+}
+
+/// Remove a directory tree on the blocking pool (it can take long; the runtime renews the
+/// lease meanwhile).
+async fn remove_dir(path: PathBuf) -> Result<(), String> {
+    let shown = path.display().to_string();
+    tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+        _ => Ok(()),
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r)
+    .map_err(|e| format!("cannot remove {shown}: {e}"))
 }
 
 /// A TCP connection to `addr` opens within a second.

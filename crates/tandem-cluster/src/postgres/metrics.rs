@@ -33,6 +33,9 @@ pub struct PgMetrics {
     pub rewinds: Family<ResultLabel, Counter>,
     pub basebackups: Family<ResultLabel, Counter>,
     pub fenced: Counter,
+    pub manager_failures: Counter,
+    pub start_failures: Counter,
+    pub set_aside: Counter,
 }
 
 impl PgMetrics {
@@ -107,6 +110,21 @@ impl PgMetrics {
             "fenced",
             "Times a PostgreSQL running as primary without the lease was stopped",
             m.fenced.clone(),
+        );
+        r.register(
+            "manager_failures",
+            "Times the PostgreSQL manager task panicked or failed (PostgreSQL was fenced, then the manager restarted or given up)",
+            m.manager_failures.clone(),
+        );
+        r.register(
+            "start_failures",
+            "Starts of PostgreSQL that failed (it exited before answering, or its data directory could not be read)",
+            m.start_failures.clone(),
+        );
+        r.register(
+            "data_set_aside",
+            "Times a replica's data directory was moved aside after repeated failed starts and cloned afresh",
+            m.set_aside.clone(),
         );
         m
     }

@@ -18,6 +18,8 @@ use crate::state::{ClusterState, PgMember};
 pub mod manager;
 pub mod metrics;
 pub(crate) mod pg;
+pub mod repair;
+pub(crate) mod supervise;
 pub mod sys;
 pub mod watchdog;
 
@@ -60,12 +62,17 @@ pub struct PgSettings {
     /// Bytes.
     pub maximum_lag_on_failover: u64,
     pub use_rewind: bool,
+    /// Failed starts of a replica in a row before its data directory is set aside and cloned.
+    pub max_start_failures: u32,
     pub parameters: BTreeMap<String, String>,
     /// Addresses of the other cluster members' hosts (for pg_hba.conf).
     pub peer_ips: Vec<std::net::IpAddr>,
     /// Where PostgreSQL's own log goes.
     pub log_file: PathBuf,
 }
+
+/// `[service] max_start_failures` when not set.
+pub const DEFAULT_MAX_START_FAILURES: u32 = 3;
 
 /// Settings tandem writes itself: `parameters` may not set them.
 pub const MANAGED_PARAMETERS: &[&str] = &[

@@ -40,13 +40,35 @@ impl Control {
     }
 }
 
-/// A running postmaster.
+/// A running postmaster (clones share the exit flag: the supervisor keeps one to fence with).
+#[derive(Clone, Debug)]
 pub(crate) struct Postmaster {
     pub pid: i32,
     exited: Arc<AtomicBool>,
+    /// Where PostgreSQL's log file ended when this postmaster started: its own lines follow.
+    pub log_from: u64,
 }
 
 impl Postmaster {
+    /// Watch `child` (a process leading its own process group) from a thread that reaps it.
+    pub fn watch(mut child: std::process::Child, log_from: u64) -> Result<Postmaster, String> {
+        let pid = child.id() as i32;
+        let exited = Arc::new(AtomicBool::new(false));
+        let flag = exited.clone();
+        std::thread::Builder::new()
+            .name("tandem-pg-wait".into())
+            .spawn(move || {
+                let _ = child.wait();
+                flag.store(true, Ordering::Release);
+            })
+            .map_err(|e| format!("cannot watch the postmaster: {e}"))?;
+        Ok(Postmaster {
+            pid,
+            exited,
+            log_from,
+        })
+    }
+
     pub fn running(&self) -> bool {
         !self.exited.load(Ordering::Acquire)
     }
@@ -265,19 +287,6 @@ impl Pg {
         Ok(out)
     }
 
-    /// Move a data directory that can no longer follow the primary aside (one kept).
-    pub fn set_aside(&self) -> Result<PathBuf, String> {
-        let d = self.data();
-        let aside = PathBuf::from(format!("{}.old", d.display()));
-        if aside.exists() {
-            std::fs::remove_dir_all(&aside)
-                .map_err(|e| format!("cannot remove {}: {e}", aside.display()))?;
-        }
-        std::fs::rename(d, &aside)
-            .map_err(|e| format!("cannot move {} aside: {e}", d.display()))?;
-        Ok(aside)
-    }
-
     /// Write `tandem.conf` and `pg_hba.conf` for `role`, and (with `signal`, before a start)
     /// create or remove the standby signal to match.
     pub fn write_conf(&self, role: &ConfRole, signal: bool) -> Result<(), String> {
@@ -414,6 +423,7 @@ impl Pg {
             .append(true)
             .open(&self.s.log_file)
             .map_err(|e| format!("cannot open {}: {e}", self.s.log_file.display()))?;
+        let log_from = log.metadata().map(|m| m.len()).unwrap_or(0);
         let log2 = log
             .try_clone()
             .map_err(|e| format!("{}: {e}", self.s.log_file.display()))?;
@@ -424,38 +434,32 @@ impl Pg {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
-        let mut child = sys::spawn_tied(c, libc::SIGINT).map_err(|e| {
+        let child = sys::spawn_tied(c, libc::SIGINT).map_err(|e| {
             format!(
                 "cannot start {}: {e}",
                 self.s.bin_dir.join("postgres").display()
             )
         })?;
-        let pid = child.id() as i32;
-        let exited = Arc::new(AtomicBool::new(false));
-        let flag = exited.clone();
-        std::thread::Builder::new()
-            .name("tandem-pg-wait".into())
-            .spawn(move || {
-                let _ = child.wait();
-                flag.store(true, Ordering::Release);
-            })
-            .map_err(|e| format!("cannot watch the postmaster: {e}"))?;
-        Ok(Postmaster { pid, exited })
+        Postmaster::watch(child, log_from)
     }
 
-    /// The tail of PostgreSQL's log, for error messages.
-    pub fn log_tail(&self) -> String {
+    /// What PostgreSQL's log says since offset `from` (the start of a postmaster), for error
+    /// messages: its FATAL/PANIC/ERROR lines and its last lines (see `repair::start_report`).
+    /// At most the last 64 KiB are read.
+    pub fn log_report(&self, from: u64) -> String {
         use std::io::{Read, Seek, SeekFrom};
+        const WINDOW: u64 = 64 << 10;
         let mut text = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.s.log_file) {
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096)));
+            // A log rotated or truncated since: read its end.
+            let from = if from > len { 0 } else { from };
+            let _ = f.seek(SeekFrom::Start(from.max(len.saturating_sub(WINDOW))));
             let mut buf = Vec::new();
-            let _ = f.read_to_end(&mut buf);
+            let _ = f.take(WINDOW).read_to_end(&mut buf);
             text = String::from_utf8_lossy(&buf).into_owned();
         }
-        let lines: Vec<&str> = text.lines().rev().take(3).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        super::repair::start_report(&text)
     }
 
     /// Connection settings for this node's own PostgreSQL, as the superuser.
@@ -486,6 +490,65 @@ impl Pg {
         });
         Ok(client)
     }
+}
+
+/// Move a data directory that can no longer follow the primary to `<data_dir>.old` (one kept).
+/// Blocking: run it on the blocking pool.
+pub(crate) fn set_aside(d: &Path) -> Result<PathBuf, String> {
+    let aside = PathBuf::from(format!("{}.old", d.display()));
+    if aside.exists() {
+        std::fs::remove_dir_all(&aside)
+            .map_err(|e| format!("cannot remove {}: {e}", aside.display()))?;
+    }
+    std::fs::rename(d, &aside).map_err(|e| format!("cannot move {} aside: {e}", d.display()))?;
+    Ok(aside)
+}
+
+/// How many data directories set aside after failed starts are kept (the newest).
+pub(crate) const KEEP_FAILED: usize = 2;
+
+/// Move a data directory whose PostgreSQL cannot start to `<data_dir>.failed-<unix seconds>`
+/// (never deleted there), then remove the oldest such directories beyond `KEEP_FAILED`.
+/// Blocking: run it on the blocking pool.
+pub(crate) fn set_aside_failed(data: &Path, unix_secs: u64) -> Result<PathBuf, String> {
+    let name = data
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("{} has no directory name", data.display()))?;
+    let parent = data.parent().unwrap_or(Path::new("/"));
+    let prefix = format!("{name}.failed-");
+    let mut aside = parent.join(format!("{prefix}{unix_secs}"));
+    let mut n = 1;
+    while aside.exists() {
+        aside = parent.join(format!("{prefix}{unix_secs}.{n}"));
+        n += 1;
+    }
+    std::fs::rename(data, &aside)
+        .map_err(|e| format!("cannot move {} aside: {e}", data.display()))?;
+    let mut old: Vec<(String, PathBuf)> = std::fs::read_dir(parent)
+        .map_err(|e| format!("{}: {e}", parent.display()))?
+        .filter_map(|d| d.ok())
+        .filter_map(|d| {
+            let n = d.file_name().to_string_lossy().into_owned();
+            let stamp = n.strip_prefix(&prefix)?.to_string();
+            Some((stamp, d.path()))
+        })
+        .collect();
+    // Oldest first: by the number of seconds, then the tie-break suffix.
+    old.sort_by_key(|(stamp, _)| {
+        let (secs, n) = stamp.split_once('.').unwrap_or((stamp.as_str(), "0"));
+        (
+            secs.parse::<u64>().unwrap_or(0),
+            n.parse::<u64>().unwrap_or(0),
+        )
+    });
+    let excess = old.len().saturating_sub(KEEP_FAILED);
+    for (_, p) in old.into_iter().take(excess) {
+        if let Err(e) = std::fs::remove_dir_all(&p) {
+            tracing::warn!(component = "postgres", path = %p.display(), error = %e, "cannot remove an old set-aside data directory");
+        }
+    }
+    Ok(aside)
 }
 
 /// `host:port` into its parts (IPv6 in brackets allowed).

@@ -61,6 +61,17 @@ fn put_meta<T: Serialize>(db: &Database, key: &str, value: &T) -> Result<(), Any
     tx.commit().map_err(io_err)
 }
 
+/// Run a redb write (its commit fsyncs) on the blocking pool, so the runtime that renews the
+/// lease never waits for the disk. openraft awaits each storage call before the next, so the
+/// order of writes is unchanged; the call returns only once the commit is durable.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AnyError> + Send + 'static,
+) -> Result<T, AnyError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io_err(format!("the storage task failed: {e}")))?
+}
+
 // ===== impl LogStore =====
 
 /// The raft log, vote and committed index.
@@ -122,7 +133,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StErr> {
-        put_meta(&self.db, "vote", vote).map_err(|e| StorageIOError::write_vote(e).into())
+        let (db, vote) = (self.db.clone(), *vote);
+        blocking(move || put_meta(&db, "vote", &vote))
+            .await
+            .map_err(|e| StorageIOError::write_vote(e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StErr> {
@@ -130,7 +144,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StErr> {
-        put_meta(&self.db, "committed", &committed).map_err(|e| StorageIOError::write(e).into())
+        let db = self.db.clone();
+        blocking(move || put_meta(&db, "committed", &committed))
+            .await
+            .map_err(|e| StorageIOError::write(e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StErr> {
@@ -144,8 +161,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let write = || -> Result<(), AnyError> {
-            let tx = self.db.begin_write().map_err(io_err)?;
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let db = self.db.clone();
+        let write = move || -> Result<(), AnyError> {
+            let tx = db.begin_write().map_err(io_err)?;
             {
                 let mut t = tx.open_table(LOGS).map_err(io_err)?;
                 for e in entries {
@@ -156,7 +175,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // Durable before openraft counts the entries as stored.
             tx.commit().map_err(io_err)
         };
-        match write() {
+        match blocking(write).await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
@@ -169,33 +188,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StErr> {
-        self.remove(log_id.index..)
+        let db = self.db.clone();
+        blocking(move || remove(&db, log_id.index..))
+            .await
             .map_err(|e| StorageIOError::write_logs(e).into())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StErr> {
-        put_meta(&self.db, "last_purged", &log_id).map_err(StorageIOError::write)?;
-        self.remove(..=log_id.index)
+        let db = self.db.clone();
+        blocking(move || put_meta(&db, "last_purged", &log_id))
+            .await
+            .map_err(StorageIOError::write)?;
+        let db = self.db.clone();
+        blocking(move || remove(&db, ..=log_id.index))
+            .await
             .map_err(|e| StorageIOError::write_logs(e).into())
     }
 }
 
-impl LogStore {
-    fn remove(&self, range: impl RangeBounds<u64>) -> Result<(), AnyError> {
-        let tx = self.db.begin_write().map_err(io_err)?;
-        {
-            let mut t = tx.open_table(LOGS).map_err(io_err)?;
-            let keys: Vec<u64> = t
-                .range(range)
-                .map_err(io_err)?
-                .filter_map(|r| r.ok().map(|(k, _)| k.value()))
-                .collect();
-            for k in keys {
-                t.remove(k).map_err(io_err)?;
-            }
+fn remove(db: &Database, range: impl RangeBounds<u64>) -> Result<(), AnyError> {
+    let tx = db.begin_write().map_err(io_err)?;
+    {
+        let mut t = tx.open_table(LOGS).map_err(io_err)?;
+        let keys: Vec<u64> = t
+            .range(range)
+            .map_err(io_err)?
+            .filter_map(|r| r.ok().map(|(k, _)| k.value()))
+            .collect();
+        for k in keys {
+            t.remove(k).map_err(io_err)?;
         }
-        tx.commit().map_err(io_err)
     }
+    tx.commit().map_err(io_err)
 }
 
 // ===== impl StateMachine =====
