@@ -72,7 +72,10 @@ impl Scenario {
         if w.read_back_timeout.get() > Duration::from_secs(600) {
             return Err("workload.read_back_timeout must be at most 10m".into());
         }
-        if w.duration.get() > Duration::from_secs(3600) || w.duration.get().is_zero() {
+        // A chaos run may go on for a day (its own check); one fault's workload for an hour.
+        if self.chaos.is_none()
+            && (w.duration.get() > Duration::from_secs(3600) || w.duration.get().is_zero())
+        {
             return Err("workload.duration must be between 1ms and 1h".into());
         }
         let o = &self.objectives;
