@@ -92,7 +92,10 @@ pub fn analyse(samples: &BTreeMap<String, Vec<Sample>>) -> WatchReport {
             .collect(),
         ..WatchReport::default()
     };
-    report.primaries = firsts(samples).into_iter().map(|(_, n, t)| (n, t)).collect();
+    report.primaries = firsts(samples)
+        .into_iter()
+        .map(|(_, n, t)| (n, t))
+        .collect();
     report
 }
 

@@ -377,7 +377,10 @@ fn chaos_table(c: &crate::chaos::ChaosReport) -> String {
         t,
         "</table><p>{conv}</p><table class=\"schedule\"><tr><th>planned</th><th>kind</th><th>target</th><th>node</th><th>injected</th><th>undone</th><th>error</th></tr>"
     );
-    let secs = |ms: Option<f64>| ms.map(|m| format!("{:.3}s", m / 1000.0)).unwrap_or_default();
+    let secs = |ms: Option<f64>| {
+        ms.map(|m| format!("{:.3}s", m / 1000.0))
+            .unwrap_or_default()
+    };
     for f in &c.schedule {
         let _ = write!(
             t,

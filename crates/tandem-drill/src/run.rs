@@ -148,8 +148,7 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
     }
     let mut chaos_done = None;
     if let (Some(c), Some((seed, plan))) = (&s.chaos, &chaos_plan) {
-        let (faults, last_undo, restarts) =
-            chaos::run_faults(s, c, plan, start, &token).await;
+        let (faults, last_undo, restarts) = chaos::run_faults(s, c, plan, start, &token).await;
         let convergence = converge::wait(
             &s.watch.nodes,
             &s.watch.postgres,
@@ -383,10 +382,7 @@ async fn detection(apis: &[&String], fault_wall_ms: u64) -> Option<f64> {
 
 /// Before a chaos run: the schedule, the restart programs, the disks, the PostgreSQL probes'
 /// table. Anything wrong is refused before any fault.
-async fn prepare_chaos(
-    s: &Scenario,
-    c: &chaos::Chaos,
-) -> Result<(u64, Vec<Planned>), DrillError> {
+async fn prepare_chaos(s: &Scenario, c: &chaos::Chaos) -> Result<(u64, Vec<Planned>), DrillError> {
     let seed = c.seed.unwrap_or_else(chaos::draw_seed);
     let names: Vec<String> = s.watch.nodes.keys().cloned().collect();
     let plan = chaos::schedule(c, &names, seed).map_err(DrillError::Refused)?;

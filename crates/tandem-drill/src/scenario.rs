@@ -347,9 +347,8 @@ impl Scenario {
         })?;
         // `[fault]` has a default (none) for chaos scenarios: whether it was written is known
         // from the text only.
-        let given = |key: &str| {
-            toml::from_str::<toml::Table>(text).is_ok_and(|t| t.contains_key(key))
-        };
+        let given =
+            |key: &str| toml::from_str::<toml::Table>(text).is_ok_and(|t| t.contains_key(key));
         let workload_duration = toml::from_str::<toml::Table>(text)
             .ok()
             .and_then(|t| t.get("workload")?.get("duration").cloned());

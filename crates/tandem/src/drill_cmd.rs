@@ -22,7 +22,10 @@ pub async fn run(
     html: Option<&Path>,
 ) -> anyhow::Result<Verdict> {
     let mut runs = Vec::new();
-    let base_seed = s.chaos.as_ref().map(|c| c.seed.unwrap_or_else(chaos::draw_seed));
+    let base_seed = s
+        .chaos
+        .as_ref()
+        .map(|c| c.seed.unwrap_or_else(chaos::draw_seed));
     for i in 0..repeat.max(1) {
         if i > 0 {
             recovered(s).await?;

@@ -210,7 +210,10 @@ fn a_chaos_run_of_kills_stops_and_restarts_keeps_every_invariant_and_converges()
     );
     lab.stop_restarted();
     let log = std::fs::read_to_string(dir.path().join("restarted.log")).unwrap_or_default();
-    let all = format!("{out}{err}\nrestarted nodes' log (tail):\n{}", tail(&log, 40));
+    let all = format!(
+        "{out}{err}\nrestarted nodes' log (tail):\n{}",
+        tail(&log, 40)
+    );
     assert_eq!(code, Some(0), "{all}");
     assert!(err.contains("chaos seed 7"), "{all}");
     let report: serde_json::Value = std::fs::read(&json)
@@ -232,14 +235,26 @@ fn a_chaos_run_of_kills_stops_and_restarts_keeps_every_invariant_and_converges()
     }
     // The schedule in the report is the dry run's.
     for (i, f) in schedule.iter().enumerate() {
-        let line = format!("{:>4}  at {:>8.3}s  {:<10}", i + 1, f["at_ms"].as_f64().unwrap_or(0.0) / 1000.0, f["kind"].as_str().unwrap_or(""));
+        let line = format!(
+            "{:>4}  at {:>8.3}s  {:<10}",
+            i + 1,
+            f["at_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            f["kind"].as_str().unwrap_or("")
+        );
         assert!(first.contains(&line), "{line:?} not in {first}");
     }
     let invariants = chaos["invariants"].as_array().cloned().unwrap_or_default();
-    let names: Vec<&str> = invariants.iter().filter_map(|i| i["name"].as_str()).collect();
+    let names: Vec<&str> = invariants
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
     assert_eq!(
         names,
-        ["single_primary", "fencing_tokens_grow", "no_acknowledged_write_lost"]
+        [
+            "single_primary",
+            "fencing_tokens_grow",
+            "no_acknowledged_write_lost"
+        ]
     );
     for i in &invariants {
         assert!(i["checks"].as_u64().unwrap_or(0) > 0, "{i}");

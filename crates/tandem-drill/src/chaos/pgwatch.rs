@@ -17,7 +17,8 @@ use tokio_postgres::Client;
 use super::{Invariant, Violation};
 use crate::invariants::{overlaps, Sample};
 
-const CREATE: &str = "CREATE TABLE IF NOT EXISTS tandem_drill_probe(node text primary key, at timestamptz)";
+const CREATE: &str =
+    "CREATE TABLE IF NOT EXISTS tandem_drill_probe(node text primary key, at timestamptz)";
 const EVERY: Duration = Duration::from_millis(150);
 const TIMEOUT: Duration = Duration::from_secs(1);
 

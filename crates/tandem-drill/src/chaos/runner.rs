@@ -23,7 +23,8 @@ pub struct Restarts {
 
 impl Restarts {
     fn reap(&mut self) {
-        self.children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+        self.children
+            .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
     }
 
     /// Pids of the restarted processes still running.
@@ -126,7 +127,10 @@ async fn target(pick: &Pick, nodes: &BTreeMap<String, String>) -> Result<String,
         }
         Pick::Replica(k) => {
             let primary = fault::current_primary(nodes).await;
-            let others: Vec<&String> = nodes.keys().filter(|n| Some(*n) != primary.as_ref()).collect();
+            let others: Vec<&String> = nodes
+                .keys()
+                .filter(|n| Some(*n) != primary.as_ref())
+                .collect();
             if others.is_empty() {
                 return Err("no node but the primary".into());
             }
@@ -251,7 +255,9 @@ pub fn check_programs(c: &Chaos) -> Result<(), String> {
             })
         };
         if !found {
-            return Err(format!("chaos.restart.{node}: program {program:?} not found"));
+            return Err(format!(
+                "chaos.restart.{node}: program {program:?} not found"
+            ));
         }
     }
     Ok(())

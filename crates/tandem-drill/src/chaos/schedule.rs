@@ -91,7 +91,9 @@ pub fn schedule(c: &Chaos, nodes: &[String], seed: u64) -> Result<Vec<Planned>, 
     while at + fault + settle <= total && out.len() < 100_000 {
         let kind = kinds[(rng.next_u64() % kinds.len() as u64) as usize];
         let target = match c.nodes {
-            Targets::Any => Pick::Node(nodes[(rng.next_u64() % nodes.len() as u64) as usize].clone()),
+            Targets::Any => {
+                Pick::Node(nodes[(rng.next_u64() % nodes.len() as u64) as usize].clone())
+            }
             Targets::Primary => Pick::Primary,
             Targets::Replicas => Pick::Replica((rng.next_u64() % 1000) as u32),
         };

@@ -43,7 +43,9 @@ impl Scenario {
                 return Err(format!("watch.postgres.{name}: not in [watch] nodes"));
             }
             let cfg = crate::pg::parse(dsn).map_err(|e| format!("watch.postgres.{name}: {e}"))?;
-            for addr in crate::pg::addresses(&cfg).map_err(|e| format!("watch.postgres.{name}: {e}"))? {
+            for addr in
+                crate::pg::addresses(&cfg).map_err(|e| format!("watch.postgres.{name}: {e}"))?
+            {
                 self.allowed(&addr, &format!("watch.postgres.{name}"))?;
             }
         }

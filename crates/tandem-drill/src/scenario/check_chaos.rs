@@ -98,7 +98,7 @@ impl Scenario {
                 ));
             }
         }
-        for (node, _) in &c.disks {
+        for node in c.disks.keys() {
             if !self.watch.nodes.contains_key(node) {
                 return Err(format!("chaos.disks.{node}: not in [watch] nodes"));
             }
