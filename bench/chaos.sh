@@ -148,10 +148,10 @@ e = sum(1 for f in c.get("schedule", []) if f.get("error"))
 print(c.get("injected", 0), v, 0 if c.get("convergence", {}).get("converged") else 1, e)
 PY
 )
+    sed -n '/^  chaos seed/,/^  objective/p' "$WORK/chaos-$runs.txt" | grep -v '^  objective' >&2 || true
     runs=$((runs + 1)) faults=$((faults + f)) violations=$((violations + v))
     unconverged=$((unconverged + u)) errors=$((errors + e))
     (( rc == 0 )) || failed_runs=$((failed_runs + 1))
-    sed -n '/^  chaos seed/,/^  objective/p' "$WORK/chaos-$runs.txt" | grep -v '^  objective' >&2 || true
     left=$((left - run_s))
 done
 
