@@ -12,6 +12,7 @@ use tandem_core::HumanDuration;
 use crate::scenario::FaultKind;
 
 pub mod converge;
+mod outcome;
 mod pgwatch;
 mod runner;
 mod schedule;
@@ -19,6 +20,7 @@ mod schedule;
 mod tests;
 
 pub use converge::Convergence;
+pub(crate) use outcome::{prepare, report};
 pub use pgwatch::PgWatch;
 pub use runner::{check_programs, run as run_faults, Restarts};
 pub use schedule::{schedule, Pick, Planned};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tandem_core::clock::{self, Instant};
 
-use crate::chaos::{self, converge, ChaosReport, PgWatch, Planned};
+use crate::chaos::{self, converge, PgWatch};
 use crate::client::{self, Conn, Outcome};
 use crate::fault;
 use crate::invariants::Sample;
@@ -58,7 +58,7 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
     }
 
     let chaos_plan = match &s.chaos {
-        Some(c) => Some(prepare_chaos(s, c).await?),
+        Some(c) => Some(chaos::prepare(s, c).await?),
         None => None,
     };
 
@@ -260,7 +260,7 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
     );
     if let Some((seed, faults, convergence)) = chaos_done {
         report.fault = "chaos".into();
-        report.chaos = Some(chaos_report(
+        report.chaos = Some(chaos::report(
             seed,
             faults,
             convergence,
@@ -378,105 +378,4 @@ async fn detection(apis: &[&String], fault_wall_ms: u64) -> Option<f64> {
         }
     }
     measure::detection(&events, fault_wall_ms)
-}
-
-/// Before a chaos run: the schedule, the restart programs, the disks, the PostgreSQL probes'
-/// table. Anything wrong is refused before any fault.
-async fn prepare_chaos(s: &Scenario, c: &chaos::Chaos) -> Result<(u64, Vec<Planned>), DrillError> {
-    let seed = c.seed.unwrap_or_else(chaos::draw_seed);
-    let names: Vec<String> = s.watch.nodes.keys().cloned().collect();
-    let plan = chaos::schedule(c, &names, seed).map_err(DrillError::Refused)?;
-    chaos::check_programs(c).map_err(DrillError::Refused)?;
-    for (node, path) in &c.disks {
-        fault::tmpfs_size(std::path::Path::new(path))
-            .map_err(|e| DrillError::Refused(format!("chaos.disks.{node}: {e}")))?;
-    }
-    if !s.watch.postgres.is_empty() {
-        PgWatch::prepare(&s.watch.postgres)
-            .await
-            .map_err(DrillError::Refused)?;
-    }
-    Ok((seed, plan))
-}
-
-/// The invariants of a chaos run, checked over all of it.
-fn chaos_report(
-    seed: u64,
-    schedule: Vec<chaos::ChaosFault>,
-    convergence: chaos::Convergence,
-    samples: &BTreeMap<String, Vec<Sample>>,
-    start: Instant,
-    pg: Option<chaos::Invariant>,
-    writes: Option<&writes::WriteReport>,
-) -> ChaosReport {
-    use crate::invariants::{firsts, overlaps};
-    let std_start = start.into_std();
-    let ms = |t: std::time::Instant| t.saturating_duration_since(std_start).as_secs_f64() * 1000.0;
-    let checks = samples.values().map(|v| v.len() as u64).sum();
-    let mut invariants = vec![chaos::Invariant {
-        name: "single_primary".into(),
-        checks,
-        violations: overlaps(samples)
-            .into_iter()
-            .map(|o| chaos::Violation {
-                at_ms: ms(o.at),
-                what: format!(
-                    "{} answered 200 on /primary (token {}) while {} was primary (token {})",
-                    o.other, o.other_token, o.node, o.token
-                ),
-            })
-            .collect(),
-    }];
-    let holders = firsts(samples);
-    invariants.push(chaos::Invariant {
-        name: "fencing_tokens_grow".into(),
-        checks: holders.len() as u64,
-        violations: holders
-            .windows(2)
-            .filter(|w| w[1].2 <= w[0].2)
-            .map(|w| chaos::Violation {
-                at_ms: ms(w[1].0),
-                what: format!(
-                    "{} became primary with token {} after {} had token {}",
-                    w[1].1, w[1].2, w[0].1, w[0].2
-                ),
-            })
-            .collect(),
-    });
-    invariants.extend(pg);
-    if let Some(w) = writes {
-        let mut violations: Vec<chaos::Violation> = w
-            .lost_seqs
-            .iter()
-            .zip(&w.lost_at_ms)
-            .map(|(seq, at)| chaos::Violation {
-                at_ms: *at,
-                what: format!("acknowledged write {seq} not read back"),
-            })
-            .collect();
-        if w.lost > violations.len() {
-            violations.push(chaos::Violation {
-                at_ms: w.lost_at_ms.last().copied().unwrap_or_default(),
-                what: format!("{} acknowledged writes lost in all", w.lost),
-            });
-        }
-        if let Some(e) = &w.read_back_error {
-            violations.push(chaos::Violation {
-                at_ms: 0.0,
-                what: format!("read-back failed: {e}"),
-            });
-        }
-        invariants.push(chaos::Invariant {
-            name: "no_acknowledged_write_lost".into(),
-            checks: w.acked as u64,
-            violations,
-        });
-    }
-    ChaosReport {
-        seed,
-        injected: schedule.iter().filter(|f| f.injected_ms.is_some()).count(),
-        schedule,
-        invariants,
-        convergence,
-    }
 }
