@@ -159,6 +159,11 @@ fn signal(pid: i32, sig: i32) -> Result<(), String> {
     }
 }
 
+/// SIGKILL a process (a graceful stop that did not end).
+pub fn kill(pid: i32) -> Result<(), String> {
+    signal(pid, libc::SIGKILL)
+}
+
 /// Undoes a fault on drop (SIGCONT for a stopped process, link up, qdisc removed).
 pub struct Undo {
     pid: Option<i32>,

@@ -35,18 +35,75 @@ impl WatchReport {
     }
 }
 
-pub fn analyse(samples: &BTreeMap<String, Vec<Sample>>) -> WatchReport {
-    let mut report = WatchReport::default();
+/// A proof of two primaries: `other` answered (token `other_token`) within a stretch in which
+/// `node` was certainly primary (token `token`); `at` is when that answer's request was sent.
+#[derive(Clone, Debug)]
+pub struct Overlap {
+    pub at: Instant,
+    pub node: String,
+    pub token: u64,
+    pub other: String,
+    pub other_token: u64,
+}
+
+/// Every proven overlap among `samples` (each node's answers that showed it in the role).
+pub fn overlaps(samples: &BTreeMap<String, Vec<Sample>>) -> Vec<Overlap> {
     // Certain stretches: between consecutive same-token answers of one node.
-    let mut certain: Vec<(String, Instant, Instant, u64)> = Vec::new();
-    let mut firsts: Vec<(Instant, String, u64)> = Vec::new();
+    let mut certain: Vec<(&String, Instant, Instant, u64)> = Vec::new();
     for (node, list) in samples {
-        let mut last_token = None;
         for w in list.windows(2) {
             if w[0].token == w[1].token && w[0].answered < w[1].sent {
-                certain.push((node.clone(), w[0].answered, w[1].sent, w[0].token));
+                certain.push((node, w[0].answered, w[1].sent, w[0].token));
             }
         }
+    }
+    let mut out = Vec::new();
+    for (node, from, to, token) in certain {
+        for (other, list) in samples {
+            if other == node {
+                continue;
+            }
+            for s in list {
+                if s.sent > from && s.answered < to {
+                    out.push(Overlap {
+                        at: s.sent,
+                        node: node.clone(),
+                        token,
+                        other: other.clone(),
+                        other_token: s.token,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn analyse(samples: &BTreeMap<String, Vec<Sample>>) -> WatchReport {
+    let mut report = WatchReport {
+        violations: overlaps(samples)
+            .into_iter()
+            .map(|o| {
+                format!(
+                    "{} answered 200 (token {}) while {} was primary (token {})",
+                    o.other, o.other_token, o.node, o.token
+                )
+            })
+            .collect(),
+        ..WatchReport::default()
+    };
+    report.primaries = firsts(samples)
+        .into_iter()
+        .map(|(_, n, t)| (n, t))
+        .collect();
+    report
+}
+
+/// Each node's first answer with each token, by when it was sent.
+pub fn firsts(samples: &BTreeMap<String, Vec<Sample>>) -> Vec<(Instant, String, u64)> {
+    let mut firsts = Vec::new();
+    for (node, list) in samples {
+        let mut last_token = None;
         for s in list {
             if last_token != Some(s.token) {
                 firsts.push((s.sent, node.clone(), s.token));
@@ -54,24 +111,8 @@ pub fn analyse(samples: &BTreeMap<String, Vec<Sample>>) -> WatchReport {
             }
         }
     }
-    for (node, from, to, token) in &certain {
-        for (other, list) in samples {
-            if other == node {
-                continue;
-            }
-            for s in list {
-                if s.sent > *from && s.answered < *to {
-                    report.violations.push(format!(
-                        "{other} answered 200 (token {}) while {node} was primary (token {token})",
-                        s.token
-                    ));
-                }
-            }
-        }
-    }
     firsts.sort_by_key(|f| f.0);
-    report.primaries = firsts.into_iter().map(|(_, n, t)| (n, t)).collect();
-    report
+    firsts
 }
 
 #[cfg(test)]

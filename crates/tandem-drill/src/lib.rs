@@ -3,6 +3,7 @@
 //! service (RTO), failed requests, detection and failover times, and whether two nodes were
 //! ever primary at once. The invariant checkers here are the same code the tests use.
 
+pub mod chaos;
 pub mod client;
 pub mod fault;
 pub mod invariants;

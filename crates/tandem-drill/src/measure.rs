@@ -192,6 +192,7 @@ pub(crate) fn build(
         latency_after: Latency::of(&window(during_to.max(fault_ms.unwrap_or(end)), end + 1.0)),
         objectives,
         timeline,
+        chaos: None,
     }
 }
 

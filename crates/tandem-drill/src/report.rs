@@ -83,11 +83,15 @@ pub struct RunReport {
     pub writes: Option<WriteReport>,
     pub objectives: Vec<Objective>,
     pub timeline: Timeline,
+    /// A chaos run: its seed, schedule, invariants and convergence.
+    pub chaos: Option<crate::chaos::ChaosReport>,
 }
 
 impl RunReport {
     pub fn passed(&self) -> bool {
-        self.split_brain.is_empty() && self.objectives.iter().all(|o| o.met)
+        self.split_brain.is_empty()
+            && self.objectives.iter().all(|o| o.met)
+            && self.chaos.as_ref().is_none_or(|c| c.passed())
     }
 }
 
@@ -237,6 +241,9 @@ impl Summary {
                     let _ = writeln!(out, "    {e}");
                 }
             }
+            if let Some(c) = &r.chaos {
+                chaos_lines(&mut out, c);
+            }
             for o in &r.objectives {
                 let _ = writeln!(
                     out,
@@ -257,7 +264,7 @@ impl Summary {
             "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
              <title>tandem drill</title><style>body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
              pre{background:#f4f4f4;padding:1em;overflow:auto}svg{width:100%;height:auto;border:1px solid #ddd}\
-             .legend span{margin-right:1.5em}</style></head><body>",
+             .legend span{margin-right:1.5em}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:2px 6px;text-align:left}</style></head><body>",
         );
         let _ = write!(
             out,
@@ -267,6 +274,9 @@ impl Summary {
         );
         for (i, r) in self.runs.iter().enumerate() {
             let _ = write!(out, "<h2>Run {}</h2>{}", i + 1, chart(r));
+            if let Some(c) = &r.chaos {
+                out.push_str(&chaos_table(c));
+            }
         }
         out.push_str(
             "<p class=\"legend\"><span style=\"color:#2a2\">&#9632; successful requests</span>\
@@ -278,11 +288,114 @@ impl Summary {
     }
 }
 
+/// The chaos part of a run's lines in the table.
+fn chaos_lines(out: &mut String, c: &crate::chaos::ChaosReport) {
+    let failed = c.schedule.iter().filter(|f| f.error.is_some()).count();
+    let _ = writeln!(
+        out,
+        "  chaos seed {}: {} faults injected of {} planned{}; {} invariant violations",
+        c.seed,
+        c.injected,
+        c.schedule.len(),
+        if failed > 0 {
+            format!(" ({failed} could not be made or undone)")
+        } else {
+            String::new()
+        },
+        c.violations()
+    );
+    for i in &c.invariants {
+        let _ = writeln!(
+            out,
+            "    invariant {}: {} checks, {} violations",
+            i.name,
+            i.checks,
+            i.violations.len()
+        );
+        for v in i.violations.iter().take(5) {
+            let _ = writeln!(out, "      at {:.3}s: {}", v.at_ms / 1000.0, v.what);
+        }
+    }
+    let conv = &c.convergence;
+    let _ = match (conv.converged, conv.after_ms) {
+        (true, Some(ms)) => writeln!(
+            out,
+            "    converged {ms:.0}ms after the last fault (allowed {:.0}ms)",
+            conv.timeout_ms
+        ),
+        _ => writeln!(
+            out,
+            "    NOT converged {:.0}ms after the last fault: {}",
+            conv.timeout_ms,
+            conv.missing.as_deref().unwrap_or("?")
+        ),
+    };
+    for f in c.schedule.iter().filter(|f| f.error.is_some()).take(5) {
+        let _ = writeln!(
+            out,
+            "    fault at {:.3}s {} on {}: {}",
+            f.at_ms as f64 / 1000.0,
+            f.kind,
+            f.node.as_deref().unwrap_or(&f.target),
+            f.error.as_deref().unwrap_or_default()
+        );
+    }
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// The chaos schedule and invariant checks of a run, as HTML tables.
+fn chaos_table(c: &crate::chaos::ChaosReport) -> String {
+    let mut t = format!(
+        "<h3>Chaos seed {}: {} faults, {} invariant violations</h3><table class=\"invariants\"><tr><th>invariant</th><th>checks</th><th>violations</th></tr>",
+        c.seed,
+        c.injected,
+        c.violations()
+    );
+    for i in &c.invariants {
+        let _ = write!(
+            t,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&i.name),
+            i.checks,
+            i.violations.len()
+        );
+    }
+    let conv = match c.convergence.after_ms {
+        Some(ms) if c.convergence.converged => format!("converged after {ms:.0} ms"),
+        _ => format!(
+            "NOT converged: {}",
+            esc(c.convergence.missing.as_deref().unwrap_or("?"))
+        ),
+    };
+    let _ = write!(
+        t,
+        "</table><p>{conv}</p><table class=\"schedule\"><tr><th>planned</th><th>kind</th><th>target</th><th>node</th><th>injected</th><th>undone</th><th>error</th></tr>"
+    );
+    let secs = |ms: Option<f64>| {
+        ms.map(|m| format!("{:.3}s", m / 1000.0))
+            .unwrap_or_default()
+    };
+    for f in &c.schedule {
+        let _ = write!(
+            t,
+            "<tr><td>{:.3}s</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            f.at_ms as f64 / 1000.0,
+            esc(&f.kind),
+            esc(&f.target),
+            esc(f.node.as_deref().unwrap_or("")),
+            secs(f.injected_ms),
+            secs(f.undone_ms),
+            esc(f.error.as_deref().unwrap_or(""))
+        );
+    }
+    t.push_str("</table>");
+    t
 }
 
 /// An SVG timeline: requests per bucket (success up, failure down), max latency, markers.
@@ -343,6 +456,32 @@ fn chart(r: &RunReport) -> String {
     for (ms, node, token) in &t.primaries {
         let x = x_of(*ms);
         let _ = write!(s, "<line x1=\"{x:.1}\" y1=\"20\" x2=\"{x:.1}\" y2=\"{h}\" stroke=\"#a6c\" stroke-dasharray=\"4\"/><text x=\"{:.1}\" y=\"{}\" fill=\"#a6c\">{} (token {token})</text>", x + 3.0, h - 6.0, esc(node));
+    }
+    // Chaos: each fault as a shaded span with its kind and node, each violation as a black tick.
+    if let Some(c) = &r.chaos {
+        for f in &c.schedule {
+            let Some(from) = f.injected_ms else { continue };
+            let to = f.undone_ms.unwrap_or(from + 1.0);
+            let (x0, x1) = (x_of(from), x_of(to));
+            let _ = write!(
+                s,
+                "<rect class=\"chaos-fault\" x=\"{x0:.1}\" y=\"20\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#d22\" fill-opacity=\"0.12\"><title>{} on {} {:.1}-{:.1}s</title></rect><text x=\"{x0:.1}\" y=\"32\" font-size=\"9\" fill=\"#d22\">{} {}</text>",
+                (x1 - x0).max(1.0),
+                h - 40.0,
+                esc(&f.kind),
+                esc(f.node.as_deref().unwrap_or(&f.target)),
+                from / 1000.0,
+                to / 1000.0,
+                esc(&f.kind),
+                esc(f.node.as_deref().unwrap_or(&f.target))
+            );
+        }
+        for i in &c.invariants {
+            for v in &i.violations {
+                let x = x_of(v.at_ms);
+                let _ = write!(s, "<line class=\"violation\" x1=\"{x:.1}\" y1=\"0\" x2=\"{x:.1}\" y2=\"{h}\" stroke=\"#000\" stroke-width=\"2\"><title>{}: {}</title></line>", esc(&i.name), esc(&v.what));
+            }
+        }
     }
     // Acknowledged writes that were lost, as ticks under the chart.
     if let Some(w) = &r.writes {

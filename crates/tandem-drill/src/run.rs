@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tandem_core::clock::{self, Instant};
 
+use crate::chaos::{self, converge, PgWatch};
 use crate::client::{self, Conn, Outcome};
 use crate::fault;
 use crate::invariants::Sample;
@@ -56,7 +57,16 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
         );
     }
 
+    let chaos_plan = match &s.chaos {
+        Some(c) => Some(chaos::prepare(s, c).await?),
+        None => None,
+    };
+
     let start = clock::now();
+    let pg_watch = chaos_plan
+        .as_ref()
+        .filter(|_| !s.watch.postgres.is_empty())
+        .map(|_| PgWatch::start(&s.watch.postgres));
     let wall_start = tandem_core::clock::unix_millis();
     let stop = Arc::new(AtomicBool::new(false));
     let live = Arc::new(Progress::default());
@@ -135,6 +145,20 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
                 u.now();
             }
         }
+    }
+    let mut chaos_done = None;
+    if let (Some(c), Some((seed, plan))) = (&s.chaos, &chaos_plan) {
+        let (faults, last_undo, restarts) = chaos::run_faults(s, c, plan, start, &token).await;
+        let convergence = converge::wait(
+            &s.watch.nodes,
+            &s.watch.postgres,
+            last_undo.unwrap_or_else(clock::now),
+            c.converge_timeout.get(),
+        )
+        .await;
+        // The nodes the drill started again keep running, as under a service manager.
+        drop(restarts);
+        chaos_done = Some((*seed, faults, convergence));
     }
     let output = load.await.unwrap_or_default();
     stop.store(true, Ordering::Relaxed);
@@ -215,6 +239,14 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
     } else {
         None
     };
+    let pg_invariant = match pg_watch {
+        Some(w) => Some(w.finish(start).await),
+        None => None,
+    };
+    let first_fault = chaos_done
+        .as_ref()
+        .and_then(|(_, f, _)| f.iter().find_map(|x| x.injected_ms));
+    let fault_ms = fault_ms.or(first_fault);
     let mut report = build(
         s,
         output.requests,
@@ -226,6 +258,18 @@ pub async fn run_scenario(s: &Scenario, progress: bool) -> Result<RunReport, Dri
         detection_ms,
         recovery_ms,
     );
+    if let Some((seed, faults, convergence)) = chaos_done {
+        report.fault = "chaos".into();
+        report.chaos = Some(chaos::report(
+            seed,
+            faults,
+            convergence,
+            &samples,
+            start,
+            pg_invariant,
+            report.writes.as_ref(),
+        ));
+    }
     if let Some(e) = fault_error {
         report.objectives.push(Objective {
             name: "fault".into(),

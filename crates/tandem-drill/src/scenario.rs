@@ -20,7 +20,11 @@ pub struct Scenario {
     pub target: Target,
     #[serde(default)]
     pub workload: Workload,
+    /// One fault; a scenario has exactly one of `[fault]` and `[chaos]`.
+    #[serde(default = "Fault::none")]
     pub fault: Fault,
+    /// Many faults in a row on a seeded schedule, with invariants checked all along.
+    pub chaos: Option<crate::chaos::Chaos>,
     #[serde(default)]
     pub watch: Watch,
     #[serde(default)]
@@ -161,6 +165,26 @@ pub struct Fault {
     pub recovery_timeout: HumanDuration,
 }
 
+impl Fault {
+    /// No fault: what a scenario with `[chaos]` has in place of `[fault]`.
+    pub fn none() -> Fault {
+        Fault {
+            kind: FaultKind::None,
+            at: default_at(),
+            node: default_node(),
+            duration: None,
+            to: None,
+            loss: None,
+            delay: None,
+            via: Via::Local,
+            interface: None,
+            pid_file: None,
+            path: None,
+            recovery_timeout: default_recovery(),
+        }
+    }
+}
+
 /// Where a fault is injected from.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -217,6 +241,10 @@ pub struct Watch {
     /// old primary (a value that is itself a node name needs no entry).
     #[serde(default)]
     pub served_by: BTreeMap<String, String>,
+    /// Name -> connection string of that node's PostgreSQL server, asked from outside whether
+    /// it is in recovery and whether it takes a write (chaos runs).
+    #[serde(default)]
+    pub postgres: BTreeMap<String, String>,
 }
 
 /// What must hold for the drill to pass (exit status 1 otherwise).
@@ -283,6 +311,13 @@ impl Scenario {
         let mut s = Self::parse(&file, &text)?;
         // Files named in a scenario are relative to it.
         if let Some(dir) = path.parent() {
+            if let Some(c) = s.chaos.as_mut() {
+                for p in c.disks.values_mut().chain(c.restart_log.iter_mut()) {
+                    if Path::new(p.as_str()).is_relative() {
+                        *p = dir.join(&*p).display().to_string();
+                    }
+                }
+            }
             for f in [
                 &mut s.watch.token_file,
                 &mut s.fault.pid_file,
@@ -310,6 +345,19 @@ impl Scenario {
                 message,
             }
         })?;
+        // `[fault]` has a default (none) for chaos scenarios: whether it was written is known
+        // from the text only.
+        let given =
+            |key: &str| toml::from_str::<toml::Table>(text).is_ok_and(|t| t.contains_key(key));
+        let workload_duration = toml::from_str::<toml::Table>(text)
+            .ok()
+            .and_then(|t| t.get("workload")?.get("duration").cloned());
+        let mut s = s;
+        s.check_sections(given("fault"), workload_duration.is_some())
+            .map_err(|message| DrillError::Scenario {
+                file: file.to_string(),
+                message,
+            })?;
         s.check().map_err(|message| DrillError::Scenario {
             file: file.to_string(),
             message,
@@ -339,6 +387,7 @@ impl Scenario {
 }
 
 mod check;
+mod check_chaos;
 #[cfg(test)]
 mod tests;
 

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
+use tandem_drill::chaos::{self, Chaos};
 use tandem_drill::scenario::Scenario;
 use tandem_drill::{run_scenario, DrillError, Summary};
 
@@ -21,9 +22,37 @@ pub async fn run(
     html: Option<&Path>,
 ) -> anyhow::Result<Verdict> {
     let mut runs = Vec::new();
+    let base_seed = s
+        .chaos
+        .as_ref()
+        .map(|c| c.seed.unwrap_or_else(chaos::draw_seed));
     for i in 0..repeat.max(1) {
         if i > 0 {
             recovered(s).await?;
+        }
+        if let (Some(c), Some(base)) = (&s.chaos, base_seed) {
+            // Repeats of a chaos scenario use the next seeds, each printed.
+            let seed = base.wrapping_add(u64::from(i));
+            let mut run_s = s.clone();
+            let mut c = c.clone();
+            c.seed = Some(seed);
+            let plan = print_schedule(&run_s, &c, seed)?;
+            eprintln!(
+                "drill {} run {}/{}: chaos seed {seed}, {} faults over {}",
+                s.name,
+                i + 1,
+                repeat.max(1),
+                plan,
+                c.duration
+            );
+            run_s.chaos = Some(c);
+            let live = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let r = tokio::select! {
+                r = run_scenario(&run_s, live) => r.map_err(|e| anyhow::anyhow!("{e}"))?,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: the fault under way was undone"),
+            };
+            runs.push(r);
+            continue;
         }
         let on = match (&s.fault.pid_file, &s.fault.path) {
             (Some(f), _) => format!("the process in {f}"),
@@ -62,6 +91,41 @@ pub async fn run(
     } else {
         Verdict::Missed
     })
+}
+
+/// Print a chaos schedule on stderr; returns the number of faults.
+fn print_schedule(s: &Scenario, c: &Chaos, seed: u64) -> anyhow::Result<usize> {
+    let names: Vec<String> = s.watch.nodes.keys().cloned().collect();
+    let plan = chaos::schedule(c, &names, seed).map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!("chaos seed {seed}: {} faults", plan.len());
+    for (i, p) in plan.iter().enumerate() {
+        eprintln!("  {:>4}  {p}", i + 1);
+    }
+    Ok(plan.len())
+}
+
+/// `--dry-run`: the seed and the schedule on stdout, nothing touched.
+pub fn dry_run(s: &Scenario) -> anyhow::Result<()> {
+    let Some(c) = &s.chaos else {
+        println!(
+            "drill {}: {:?} at {} on {} (one fault; a schedule is for [chaos])",
+            s.name, s.fault.kind, s.fault.at, s.fault.node
+        );
+        return Ok(());
+    };
+    let seed = c.seed.unwrap_or_else(chaos::draw_seed);
+    let names: Vec<String> = s.watch.nodes.keys().cloned().collect();
+    let plan = chaos::schedule(c, &names, seed).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "drill {} chaos seed {seed}: {} faults over {}",
+        s.name,
+        plan.len(),
+        c.duration
+    );
+    for (i, p) in plan.iter().enumerate() {
+        println!("  {:>4}  {p}", i + 1);
+    }
+    Ok(())
 }
 
 /// Every watched node answers and exactly one is primary (60 s at most).

@@ -81,6 +81,10 @@ enum Command {
         /// Write a self-contained HTML report with a timeline chart here.
         #[arg(long)]
         html: Option<PathBuf>,
+        /// Check the scenario and print a chaos schedule (with its seed) without running
+        /// anything.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// A whole HA cluster on this machine, then a kill-primary drill and its report.
     Demo {
@@ -185,6 +189,7 @@ fn main() -> ExitCode {
             repeat,
             json,
             html,
+            dry_run,
         } => {
             let s = match drill_cmd::load(&scenario) {
                 Ok(s) => s,
@@ -193,6 +198,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if dry_run {
+                return match drill_cmd::dry_run(&s) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("tandem drill: {e:#}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
             let rt = match multi_thread() {
                 Ok(rt) => rt,
                 Err(e) => return report(Err(e)),

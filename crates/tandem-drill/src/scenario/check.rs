@@ -12,7 +12,8 @@ impl Scenario {
         self.check_addresses()?;
         self.check_workload()?;
         self.check_fault_target()?;
-        self.check_fault_kind()
+        self.check_fault_kind()?;
+        self.check_chaos()
     }
 
     /// The target and every watched address.
@@ -36,6 +37,17 @@ impl Scenario {
         }
         for addr in &self.watch.observers {
             self.allowed(addr, "watch.observers")?;
+        }
+        for (name, dsn) in &self.watch.postgres {
+            if !self.watch.nodes.contains_key(name) {
+                return Err(format!("watch.postgres.{name}: not in [watch] nodes"));
+            }
+            let cfg = crate::pg::parse(dsn).map_err(|e| format!("watch.postgres.{name}: {e}"))?;
+            for addr in
+                crate::pg::addresses(&cfg).map_err(|e| format!("watch.postgres.{name}: {e}"))?
+            {
+                self.allowed(&addr, &format!("watch.postgres.{name}"))?;
+            }
         }
         for (value, node) in &self.watch.served_by {
             if !self.watch.nodes.contains_key(node) {
@@ -62,7 +74,10 @@ impl Scenario {
         if w.read_back_timeout.get() > Duration::from_secs(600) {
             return Err("workload.read_back_timeout must be at most 10m".into());
         }
-        if w.duration.get() > Duration::from_secs(3600) || w.duration.get().is_zero() {
+        // A chaos run may go on for a day (its own check); one fault's workload for an hour.
+        if self.chaos.is_none()
+            && (w.duration.get() > Duration::from_secs(3600) || w.duration.get().is_zero())
+        {
             return Err("workload.duration must be between 1ms and 1h".into());
         }
         let o = &self.objectives;
@@ -189,7 +204,16 @@ impl Scenario {
         } else {
             vec![&f.node]
         };
-        for n in needed {
+        self.check_links_of(&needed)?;
+        if f.duration.is_none() {
+            return Err("fault.duration is needed for link faults".into());
+        }
+        Ok(())
+    }
+
+    /// `watch.links` of each of `needed`: an existing namespace and an interface name.
+    pub(super) fn check_links_of(&self, needed: &[&String]) -> Result<(), String> {
+        for &n in needed {
             let link = self
                 .watch
                 .links
@@ -214,14 +238,20 @@ impl Scenario {
                 ));
             }
         }
-        if f.duration.is_none() {
-            return Err("fault.duration is needed for link faults".into());
-        }
         Ok(())
     }
 
     /// A partition needs every node's namespace, existing, and a duration.
     fn check_hosts(&self) -> Result<(), String> {
+        self.check_hosts_exist()?;
+        if self.fault.duration.is_none() {
+            return Err("fault.duration is needed for a partition".into());
+        }
+        Ok(())
+    }
+
+    /// `watch.hosts` of every node, existing, and at least two nodes.
+    pub(super) fn check_hosts_exist(&self) -> Result<(), String> {
         for n in self.watch.nodes.keys() {
             let ns = self.watch.hosts.get(n).ok_or_else(|| {
                 format!("a partition needs watch.hosts for every node; {n} has none")
@@ -235,14 +265,11 @@ impl Scenario {
         if self.watch.nodes.len() < 2 {
             return Err("a partition needs at least two [watch] nodes".into());
         }
-        if self.fault.duration.is_none() {
-            return Err("fault.duration is needed for a partition".into());
-        }
         Ok(())
     }
 
     /// Loopback always; anything else only inside `allow_targets`.
-    fn allowed(&self, addr: &str, key: &str) -> Result<(), String> {
+    pub(super) fn allowed(&self, addr: &str, key: &str) -> Result<(), String> {
         let a: SocketAddr = addr
             .parse()
             .map_err(|_| format!("{key}: {addr:?} must be IP:PORT"))?;
