@@ -171,7 +171,23 @@ impl LeaseEngine {
     pub fn next_deadline(&self, now: Instant) -> Instant {
         let tick = now + (self.cfg.ttl / 10).max(Duration::from_millis(10));
         match self.role {
-            Role::Primary { valid_until, .. } => tick.min(valid_until),
+            // A renewal goes out when it is due, not at the next tick after (the timing
+            // argument in docs/design/lease.md counts on one every `renew_every`).
+            Role::Primary { valid_until, .. } => {
+                // (Not while a request is under way: its answer wakes the agent anyway.)
+                let idle = self.pending.is_none();
+                let renew = self
+                    .last_renew_sent
+                    .map(|t| t + self.cfg.renew_every)
+                    .filter(|_| idle);
+                let retry = self.renew_retry_at.filter(|_| idle);
+                [Some(tick), Some(valid_until), renew, retry]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(tick)
+                    .max(now)
+            }
             Role::Replica => tick,
         }
     }

@@ -100,7 +100,8 @@ fn the_primary_renews_and_demotes_when_renewals_stop() {
         Event::RenewFailed("no quorum".into()),
     );
     let deadline = renew_sent + TTL - MARGIN;
-    assert_eq!(e.next_deadline(deadline - ms(1)), deadline);
+    // Woken no later than the end of the lease (sooner: a retry is due).
+    assert!(e.next_deadline(deadline - ms(1)) <= deadline);
     assert!(e
         .handle(deadline - ms(1), Event::Tick)
         .iter()
@@ -401,4 +402,36 @@ fn a_suspend_longer_than_the_validity_left_ends_the_lease_at_once() {
     assert_eq!(e.primary_token(after), None);
     let a = e.handle(after, Event::Tick);
     assert!(matches!(a[..], [Action::Demote { token: 1, .. }]), "{a:?}");
+}
+
+/// A primary is woken when its next renewal is due, not at the next tick after it: renewals go
+/// out every `renew_every`, as the timing argument counts on.
+#[test]
+fn the_next_renewal_is_sent_when_due() {
+    let t0 = Instant::now();
+    let mut e = engine("n1", 100);
+    let a = e.handle(t0, Event::Observed(ClusterState::default()));
+    assert!(matches!(a.as_slice(), [Action::Acquire { .. }]), "{a:?}");
+    e.handle(
+        t0 + ms(2),
+        Event::Acquired {
+            token: 1,
+            sent_at: t0,
+        },
+    );
+    let every = e.settings().renew_every;
+    // Woken when the renewal is due, sooner than a tick (ttl/10) would.
+    let due = t0 + every;
+    assert!(every < TTL / 10 * 3);
+    let woken = e.next_deadline(due - TTL / 10 + ms(1));
+    assert_eq!(woken, due);
+    assert!(e.handle(due - ms(1), Event::Tick).is_empty());
+    assert_eq!(e.handle(due, Event::Tick), vec![Action::Renew { token: 1 }]);
+    // While it is under way, no busy wake-ups.
+    assert!(e.next_deadline(due + ms(1)) > due + ms(1));
+    e.handle(due + ms(5), Event::Renewed { sent_at: due });
+    assert_eq!(
+        e.next_deadline(due + ms(6)),
+        (due + every).min(due + ms(6) + TTL / 10)
+    );
 }

@@ -19,14 +19,14 @@
 //!
 //! The hold ends when this node no longer leads or after a bound, whichever comes first; the
 //! elector's tick ends it (`Handoff::tick`), so nothing depends on a task that could be lost.
-//! The cost is one pause of the writes of about a leader lease (a few heartbeats).
+//! The cost is one pause of the writes of about 10 heartbeats (a quarter of the ttl).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use openraft::{Raft, ServerState};
+use openraft::{LogId, Raft, ServerState};
 use serde::{Deserialize, Serialize};
 use tandem_core::clock::{self, Instant};
 use tokio::sync::watch;
@@ -48,6 +48,9 @@ pub struct HandoffResponse {
     pub go: bool,
     pub after_ms: u64,
     pub reason: Option<String>,
+    /// The leader's last log entry: the holder elects itself only if it has it.
+    #[serde(default)]
+    pub last_log: Option<LogId<NodeId>>,
 }
 
 /// Leadership handoff, both sides: the leader that hands over, the holder that asks.
@@ -60,8 +63,10 @@ pub struct Handoff {
     /// Writes are held until this instant (None: open).
     gate: watch::Sender<Option<Instant>>,
     inflight: AtomicUsize,
-    /// The hold this node, as leader, is in (heartbeats off until it ends).
-    hold: Mutex<Option<Instant>>,
+    /// The hold this node, as leader, is in (heartbeats off until it ends), with a number of
+    /// its own so that a request whose hold already ended cannot turn heartbeats off.
+    hold: Mutex<Option<(u64, Instant)>>,
+    holds: std::sync::atomic::AtomicU64,
     /// When this node last asked its leader to hand over.
     last_ask: Mutex<Option<Instant>>,
     cooldown: Duration,
@@ -97,6 +102,7 @@ impl Handoff {
             gate: watch::channel(None).0,
             inflight: AtomicUsize::new(0),
             hold: Mutex::new(None),
+            holds: std::sync::atomic::AtomicU64::new(0),
             last_ask: Mutex::new(None),
             cooldown,
             metrics,
@@ -104,22 +110,24 @@ impl Handoff {
     }
 
     /// Wait while writes are held (never past the hold's deadline), then count this write.
+    /// Counted first and checked second, so a write is either seen by the leader's drain or
+    /// sees the closed gate.
     pub async fn enter(&self) -> InFlight<'_> {
         let mut rx = self.gate.subscribe();
         loop {
+            self.inflight.fetch_add(1, Ordering::SeqCst);
             let until = *rx.borrow_and_update();
             match until {
                 Some(u) if clock::now() < u => {
+                    self.inflight.fetch_sub(1, Ordering::SeqCst);
                     tokio::select! {
                         _ = rx.changed() => {}
                         _ = clock::sleep_until(u) => {}
                     }
                 }
-                _ => break,
+                _ => return InFlight(&self.inflight),
             }
         }
-        self.inflight.fetch_add(1, Ordering::AcqRel);
-        InFlight(&self.inflight)
     }
 
     fn holder(&self) -> Option<String> {
@@ -127,10 +135,18 @@ impl Handoff {
         sm.state.lease.as_ref().map(|l| l.holder.clone())
     }
 
-    /// How long a hold may last at most: the drain, the wait for the holder's log, the quiet
-    /// leader lease and the election, with room to spare.
+    /// How long the leader stays quiet before the holder elects itself: openraft's leader lease
+    /// (6 heartbeats), plus how late a heartbeat sent just before may still arrive (a request
+    /// may run 3 heartbeats, peer.rs), plus one heartbeat.
+    fn quiet(&self) -> Duration {
+        self.timing.election_max() + self.timing.tick() * 4
+    }
+
+    /// How long a hold may last at most: the drain and the wait for the holder's log (an
+    /// election timeout each at most), the quiet time and one more election timeout for the
+    /// vote. A holder that renewed within its renewal interval keeps its lease through it.
     fn hold_bound(&self) -> Duration {
-        self.timing.election_max() * 5
+        self.timing.election_min() * 3 + self.quiet()
     }
 
     // ===== the leader's side =====
@@ -141,6 +157,7 @@ impl Handoff {
             go: false,
             after_ms: 0,
             reason: Some(why.to_string()),
+            last_log: None,
         };
         let (state, voter) = {
             let m = self.raft.metrics();
@@ -163,6 +180,7 @@ impl Handoff {
             return refuse("the requester does not hold the lease");
         }
         let until = clock::now() + self.hold_bound();
+        let gen = self.holds.fetch_add(1, Ordering::SeqCst) + 1;
         {
             let Ok(mut hold) = self.hold.lock() else {
                 return refuse("internal lock poisoned");
@@ -170,15 +188,15 @@ impl Handoff {
             if hold.is_some() {
                 return refuse("a handoff is under way");
             }
-            *hold = Some(until);
+            *hold = Some((gen, until));
         }
         self.gate.send_replace(Some(until));
-        let lease = self.timing.election_max();
+        let step = self.timing.election_min();
         // Writes already past the gate finish (or fail) first.
-        let drained = wait_until(lease, || self.inflight.load(Ordering::Acquire) == 0).await;
+        let drained = wait_until(step, || self.inflight.load(Ordering::SeqCst) == 0).await;
         let last = self.raft.data_metrics().borrow().last_log;
         let caught_up = drained
-            && wait_until(lease, || {
+            && wait_until(step, || {
                 let m = self.raft.metrics();
                 let m = m.borrow();
                 m.replication
@@ -191,7 +209,17 @@ impl Handoff {
             self.end_hold("the holder's log did not catch up");
             return refuse("the requester's log is behind");
         }
-        self.raft.runtime_config().heartbeat(false);
+        // Heartbeats off only while this hold is still the current one (the tick may have
+        // ended it if this node lost the leadership meanwhile).
+        {
+            let Ok(hold) = self.hold.lock() else {
+                return refuse("internal lock poisoned");
+            };
+            if !matches!(*hold, Some((g, _)) if g == gen) {
+                return refuse("this node does not lead");
+            }
+            self.raft.runtime_config().heartbeat(false);
+        }
         tracing::info!(
             component = "cluster",
             to = from_name.map(String::as_str).unwrap_or(""),
@@ -199,8 +227,9 @@ impl Handoff {
         );
         HandoffResponse {
             go: true,
-            after_ms: (lease + self.timing.tick()).as_millis() as u64,
+            after_ms: self.quiet().as_millis() as u64,
             reason: None,
+            last_log: last,
         }
     }
 
@@ -214,10 +243,14 @@ impl Handoff {
         }
     }
 
-    /// Called every elector tick: end a hold once this node no longer leads or its time is up.
+    /// Called every elector tick: end a hold once this node no longer leads or its time is up;
+    /// with no hold, heartbeats are on (setting the flag again costs an atomic store).
     pub fn tick(&self) {
-        let until = self.hold.lock().ok().and_then(|h| *h);
-        let Some(until) = until else { return };
+        let until = self.hold.lock().ok().and_then(|h| *h).map(|(_, u)| u);
+        let Some(until) = until else {
+            self.raft.runtime_config().heartbeat(true);
+            return;
+        };
         let leads = self.raft.metrics().borrow().state == ServerState::Leader;
         if !leads {
             self.end_hold("leadership handed over");
@@ -263,12 +296,13 @@ impl Handoff {
             return;
         };
         let req = HandoffRequest { from: self.me };
-        let limit = self.hold_bound();
+        // The leader answers after its drain and the wait for this node's log.
+        let limit = self.timing.election_min() * 2 + self.timing.election_max();
         let result = match client
             .call::<_, HandoffResponse>("/raft/handoff", &req, limit)
             .await
         {
-            Ok(r) if r.go => self.elect_after(leader, r.after_ms).await,
+            Ok(r) if r.go => self.elect_after(leader, r.after_ms, r.last_log).await,
             Ok(r) => {
                 tracing::debug!(component = "cluster", reason = ?r.reason, "raft handoff refused");
                 "refused"
@@ -286,10 +320,20 @@ impl Handoff {
             .inc();
     }
 
-    async fn elect_after(&self, leader: NodeId, after_ms: u64) -> &'static str {
-        // Never wait longer than the leader holds its writes.
-        let wait = Duration::from_millis(after_ms).min(self.hold_bound() / 2);
+    async fn elect_after(
+        &self,
+        leader: NodeId,
+        after_ms: u64,
+        last_log: Option<LogId<NodeId>>,
+    ) -> &'static str {
+        // Never wait longer than the leader stays quiet.
+        let wait = Duration::from_millis(after_ms).min(self.quiet());
         tokio::time::sleep(wait).await;
+        // A vote request with less log than the leader's would be refused and would leave the
+        // cluster without a leader for an election timeout: elect only with all of it.
+        if self.raft.data_metrics().borrow().last_log < last_log {
+            return "refused";
+        }
         let still = {
             let m = self.raft.metrics();
             let m = m.borrow();
@@ -305,7 +349,7 @@ impl Handoff {
         if self.raft.trigger().elect().await.is_err() {
             return "error";
         }
-        let won = wait_until(self.timing.election_max() * 2, || {
+        let won = wait_until(self.timing.election_max(), || {
             self.raft.metrics().borrow().state == ServerState::Leader
         })
         .await;

@@ -128,7 +128,8 @@ impl RaftDcs {
         let network = peer::Network {
             secret: secret.clone(),
             retry: Duration::from_millis(heartbeat),
-            linger: Duration::from_millis(election_max),
+            // handoff.rs counts on a request running at most 3 heartbeats.
+            linger: Duration::from_millis(heartbeat * 3),
         };
         let raft = Raft::new(me, Arc::new(config), network, log, sm)
             .await
@@ -405,6 +406,9 @@ impl Dcs for RaftDcs {
             ServerState::Leader => m
                 .millis_since_quorum_ack
                 .is_some_and(|ms| ms < (self.election_max * 3).as_millis() as u64),
+            // A candidate (briefly, in a handoff or an election) keeps it while it heard a
+            // leader lately.
+            ServerState::Candidate => self.hears_leader(),
             // A follower keeps the last leader's id until an election: it has a quorum only
             // while it hears from that leader.
             _ => m.current_leader.is_some_and(|l| l != self.me) && self.hears_leader(),
