@@ -133,34 +133,6 @@ impl Lab {
         std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
         p
     }
-
-    /// Stop the nodes the drill started again (their pids from `/status`), by pid.
-    fn stop_restarted(&self) {
-        for (i, admin) in self.admins.iter().enumerate() {
-            let addr: std::net::SocketAddr = admin.parse().unwrap_or_else(|e| panic!("{e}"));
-            let pid = tandem_testkit::http::request_timeout(
-                addr,
-                "GET",
-                "/status",
-                Duration::from_secs(1),
-            )
-            .ok()
-            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
-            .and_then(|v| v["pid"].as_i64())
-            .map(|p| p as i32);
-            let Some(pid) = pid.filter(|&p| p != self.c.nodes[i].proc.pid()) else {
-                continue;
-            };
-            tandem_testkit::proc::signal_pid(pid, libc::SIGCONT);
-            tandem_testkit::proc::signal_pid(pid, libc::SIGTERM);
-            let gone = wait_until(Duration::from_secs(10), || {
-                !Path::new(&format!("/proc/{pid}")).exists()
-            });
-            if !gone {
-                tandem_testkit::proc::signal_pid(pid, libc::SIGKILL);
-            }
-        }
-    }
 }
 
 fn drill(args: &[&str], scenario: &Path) -> (Option<i32>, String, String) {
@@ -208,7 +180,7 @@ fn a_chaos_run_of_kills_stops_and_restarts_keeps_every_invariant_and_converges()
         ],
         &file,
     );
-    lab.stop_restarted();
+    stop_restarted(&lab.c);
     let log = std::fs::read_to_string(dir.path().join("restarted.log")).unwrap_or_default();
     let all = format!(
         "{out}{err}\nrestarted nodes' log (tail):\n{}",

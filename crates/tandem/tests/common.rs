@@ -258,3 +258,66 @@ pub fn lab_cluster(lab: &tandem_testkit::netns::Lab) -> TestCluster {
         _shared: shared,
     }
 }
+
+/// Three nodes managing PostgreSQL (`kind = "postgres"`, binaries in `bin_dir`), each on a free
+/// port, with `synchronous = sync`; `params` are added to `parameters`. Returns the cluster, the
+/// PostgreSQL ports and the directory holding the data directories.
+pub fn postgres_cluster(
+    bin_dir: &str,
+    sync: &str,
+    params: &str,
+) -> (TestCluster, Vec<u16>, tempfile::TempDir) {
+    assert!(
+        Path::new(bin_dir).join("postgres").exists(),
+        "PostgreSQL 15 is needed: apt-get install postgresql-15"
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // PostgreSQL runs as `postgres`: it must reach its data dir.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ports: Vec<u16> = (0..3).map(|_| tandem_testkit::free_port()).collect();
+    let root = dir.path().display().to_string();
+    let c = cluster(3, |i| {
+        format!(
+            r#"
+[service]
+kind = "postgres"
+bin_dir = "{bin_dir}"
+data_dir = "{root}/pg{}"
+listen = "127.0.0.1:{}"
+synchronous = "{sync}"
+maximum_lag_on_failover = "64MB"
+parameters = {{ max_connections = "40", fsync = "off"{params} }}
+"#,
+            i + 1,
+            ports[i]
+        )
+    });
+    (c, ports, dir)
+}
+
+/// Stop, by pid, the nodes a drill started again (their pids from `/status`; the ones this
+/// test started stop with their `Node`).
+pub fn stop_restarted(c: &TestCluster) {
+    for node in &c.nodes {
+        let pid = node
+            .get_json("/status")
+            .get("pid")
+            .and_then(|p| p.as_i64())
+            .map(|p| p as i32);
+        let Some(pid) = pid.filter(|&p| p != node.proc.pid()) else {
+            continue;
+        };
+        tandem_testkit::proc::signal_pid(pid, libc::SIGCONT);
+        tandem_testkit::proc::signal_pid(pid, libc::SIGTERM);
+        let gone = wait_until(Duration::from_secs(30), || {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if !gone {
+            tandem_testkit::proc::signal_pid(pid, libc::SIGKILL);
+        }
+    }
+}

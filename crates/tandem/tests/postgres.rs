@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{assert_safe, bin, cluster, TestCluster};
+use common::{assert_safe, bin, TestCluster};
 use tandem_testkit::{http, wait_until};
 use tokio_postgres::config::TargetSessionAttrs;
 use tokio_postgres::NoTls;
@@ -43,35 +43,7 @@ fn pg_lab(sync: &str) -> PgLab {
 
 /// Three nodes; `params` are added to `parameters`.
 fn pg_cluster(sync: &str, params: &str) -> PgLab {
-    assert!(
-        std::path::Path::new(BIN_DIR).join("postgres").exists(),
-        "PostgreSQL 15 is needed: apt-get install postgresql-15"
-    );
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    // PostgreSQL runs as `postgres`: it must reach its data dir.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let ports: Vec<u16> = (0..3).map(|_| tandem_testkit::free_port()).collect();
-    let root = dir.path().display().to_string();
-    let c = cluster(3, |i| {
-        format!(
-            r#"
-[service]
-kind = "postgres"
-bin_dir = "{BIN_DIR}"
-data_dir = "{root}/pg{}"
-listen = "127.0.0.1:{}"
-synchronous = "{sync}"
-maximum_lag_on_failover = "64MB"
-parameters = {{ max_connections = "40", fsync = "off"{params} }}
-"#,
-            i + 1,
-            ports[i]
-        )
-    });
+    let (c, ports, dir) = common::postgres_cluster(BIN_DIR, sync, params);
     PgLab {
         c,
         ports,
