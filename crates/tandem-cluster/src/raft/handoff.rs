@@ -206,7 +206,7 @@ impl Handoff {
             })
             .await;
         if !caught_up {
-            self.end_hold("the holder's log did not catch up");
+            self.end_hold("the holder's log did not catch up", Some(gen));
             return refuse("the requester's log is behind");
         }
         // Heartbeats off only while this hold is still the current one (the tick may have
@@ -233,9 +233,11 @@ impl Handoff {
         }
     }
 
-    fn end_hold(&self, why: &str) {
+    /// End the hold (only hold `gen`, when given: an older request must not end a newer one).
+    fn end_hold(&self, why: &str, gen: Option<u64>) {
         if let Ok(mut hold) = self.hold.lock() {
-            if hold.take().is_some() {
+            let ours = hold.is_some_and(|(g, _)| gen.is_none_or(|want| want == g));
+            if ours && hold.take().is_some() {
                 self.raft.runtime_config().heartbeat(true);
                 self.gate.send_replace(None);
                 tracing::debug!(component = "cluster", why, "raft handoff hold ended");
@@ -253,13 +255,13 @@ impl Handoff {
         };
         let leads = self.raft.metrics().borrow().state == ServerState::Leader;
         if !leads {
-            self.end_hold("leadership handed over");
+            self.end_hold("leadership handed over", None);
         } else if clock::now() >= until {
             tracing::warn!(
                 component = "cluster",
                 "the lease holder did not take the raft leadership in time: leading on"
             );
-            self.end_hold("timed out");
+            self.end_hold("timed out", None);
         }
     }
 
