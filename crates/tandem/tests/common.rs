@@ -85,12 +85,33 @@ pub fn cluster(n: usize, extra: impl Fn(usize) -> String) -> TestCluster {
 
 /// As `cluster`, with `admin` added to every node's `[admin]` table.
 pub fn cluster_with(n: usize, admin: &str, extra: impl Fn(usize) -> String) -> TestCluster {
-    cluster_ttl(n, Duration::from_millis(TTL_MS), admin, extra)
+    cluster_on(n, |_| "127.0.0.1:0".into(), admin, extra)
+}
+
+/// As `cluster_with`, node i's admin API on `listen(i)` (a fixed address lets a node that a
+/// drill starts again come back where the drill watches it).
+pub fn cluster_on(
+    n: usize,
+    listen: impl Fn(usize) -> String,
+    admin: &str,
+    extra: impl Fn(usize) -> String,
+) -> TestCluster {
+    cluster_full(n, listen, Duration::from_millis(TTL_MS), admin, extra)
 }
 
 /// As `cluster_with`, with another lease ttl.
 pub fn cluster_ttl(
     n: usize,
+    ttl: Duration,
+    admin: &str,
+    extra: impl Fn(usize) -> String,
+) -> TestCluster {
+    cluster_full(n, |_| "127.0.0.1:0".into(), ttl, admin, extra)
+}
+
+fn cluster_full(
+    n: usize,
+    listen: impl Fn(usize) -> String,
     ttl: Duration,
     admin: &str,
     extra: impl Fn(usize) -> String,
@@ -109,7 +130,7 @@ pub fn cluster_ttl(
             let cfg = format!(
                 r#"
 [admin]
-listen = "127.0.0.1:0"
+listen = "{}"
 token_file = "{{dir}}/token"
 {admin}
 
@@ -125,6 +146,7 @@ lease_ttl = "{ttl_ms}ms"
 secret_file = "{}"
 {}
 "#,
+                listen(i),
                 i + 1,
                 ports[i],
                 secret.display(),
@@ -267,6 +289,16 @@ pub fn postgres_cluster(
     sync: &str,
     params: &str,
 ) -> (TestCluster, Vec<u16>, tempfile::TempDir) {
+    postgres_cluster_on(bin_dir, |_| "127.0.0.1:0".into(), sync, params)
+}
+
+/// As `postgres_cluster`, node i's admin API on `listen(i)`.
+pub fn postgres_cluster_on(
+    bin_dir: &str,
+    listen: impl Fn(usize) -> String,
+    sync: &str,
+    params: &str,
+) -> (TestCluster, Vec<u16>, tempfile::TempDir) {
     assert!(
         Path::new(bin_dir).join("postgres").exists(),
         "PostgreSQL 15 is needed: apt-get install postgresql-15"
@@ -280,7 +312,7 @@ pub fn postgres_cluster(
     .unwrap_or_else(|e| panic!("{e}"));
     let ports: Vec<u16> = (0..3).map(|_| tandem_testkit::free_port()).collect();
     let root = dir.path().display().to_string();
-    let c = cluster(3, |i| {
+    let c = cluster_on(3, listen, "", |i| {
         format!(
             r#"
 [service]
@@ -303,10 +335,11 @@ parameters = {{ max_connections = "40", fsync = "off"{params} }}
 /// test started stop with their `Node`).
 pub fn stop_restarted(c: &TestCluster) {
     for node in &c.nodes {
-        let pid = node
-            .get_json("/status")
-            .get("pid")
-            .and_then(|p| p.as_i64())
+        // A node that does not answer has nothing to stop.
+        let pid = http::request_timeout(node.admin(), "GET", "/status", Duration::from_secs(1))
+            .ok()
+            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .and_then(|v| v["pid"].as_i64())
             .map(|p| p as i32);
         let Some(pid) = pid.filter(|&p| p != node.proc.pid()) else {
             continue;
