@@ -354,3 +354,45 @@ pub fn stop_restarted(c: &TestCluster) {
         }
     }
 }
+
+/// `restart = { n1 = [...], ... }` for a `[chaos]` section: each node started again with its own
+/// config, as the test started it.
+pub fn restart_argvs(c: &TestCluster) -> String {
+    c.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            format!(
+                "n{} = [\"{}\", \"--log-format\", \"json\", \"run\", \"--config\", \"{}\"]",
+                i + 1,
+                bin().display(),
+                node.config.display()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `chaos` part of a drill's JSON report at `json` (Null when unreadable), after checking
+/// that it ran with `seed` and made and undid every planned fault; `context` goes into the
+/// failure messages.
+pub fn chaos_report(json: &Path, seed: u64, context: &str) -> serde_json::Value {
+    let report: serde_json::Value = std::fs::read(json)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let run = report["runs"][0].clone();
+    let chaos = &run["chaos"];
+    assert_eq!(chaos["seed"].as_u64(), Some(seed), "{chaos}");
+    let schedule = chaos["schedule"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        chaos["injected"].as_u64(),
+        Some(schedule.len() as u64),
+        "{context}"
+    );
+    for f in &schedule {
+        assert!(f["error"].is_null(), "{f}: {context}");
+        assert!(f["undone_ms"].as_f64() > f["injected_ms"].as_f64(), "{f}");
+    }
+    run
+}

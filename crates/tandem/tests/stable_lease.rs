@@ -28,6 +28,23 @@ fn wait_leads(c: &TestCluster, among: &[usize], holder: usize) -> bool {
     })
 }
 
+/// Wait for one primary, a formed cluster, and the primary leading Raft too; the primary.
+fn settled(c: &TestCluster) -> usize {
+    let p = c.wait_primary(&[0, 1, 2]);
+    c.wait_formed();
+    assert!(
+        wait_leads(c, &[0, 1, 2], p),
+        "the holder does not lead raft"
+    );
+    p
+}
+
+/// A switchover from primary `p` to `q`, through `p`'s admin API.
+fn switchover(c: &TestCluster, p: usize, q: usize) {
+    let r = c.nodes[p].post("/switchover", &format!(r#"{{"to":"{}"}}"#, name(q)));
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 /// The primary `p` stays primary with fencing token `token` for `d`, checked every 20 ms.
 fn holds_for(c: &TestCluster, p: usize, token: &Value, d: Duration) -> Result<(), String> {
     let end = std::time::Instant::now() + d;
@@ -52,17 +69,11 @@ fn disturbances(c: &TestCluster, p: usize) -> Vec<Value> {
 #[test]
 fn the_lease_holder_takes_the_raft_leadership_and_losing_any_other_member_moves_nothing() {
     let mut c = cluster(3, |_| String::new());
-    let p = c.wait_primary(&[0, 1, 2]);
-    c.wait_formed();
     // The first holder leads Raft as well (it formed the group or took the leadership over).
-    assert!(
-        wait_leads(&c, &[0, 1, 2], p),
-        "the holder does not lead raft"
-    );
+    let p = settled(&c);
     // A switchover leaves the Raft leadership with the old primary: the new one takes it.
     let q = c.others(p)[0];
-    let r = c.nodes[p].post("/switchover", &format!(r#"{{"to":"{}"}}"#, name(q)));
-    assert_eq!(r.status, 200, "{}", r.text());
+    switchover(&c, p, q);
     assert!(
         wait_leads(&c, &[0, 1, 2], q),
         "the raft leadership did not follow the lease: {:?}",
@@ -108,17 +119,11 @@ fn the_lease_holder_takes_the_raft_leadership_and_losing_any_other_member_moves_
 #[test]
 fn killing_the_raft_leader_right_after_a_switchover_moves_nothing() {
     let mut c = cluster(3, |_| String::new());
-    let p = c.wait_primary(&[0, 1, 2]);
-    c.wait_formed();
-    assert!(
-        wait_leads(&c, &[0, 1, 2], p),
-        "the holder does not lead raft"
-    );
+    let p = settled(&c);
     let before = c.nodes[p].get_json("/primary")["fencing_token"].as_u64();
     let token = Value::from(before.map(|t| t + 1));
     let q = c.others(p)[0];
-    let r = c.nodes[p].post("/switchover", &format!(r#"{{"to":"{}"}}"#, name(q)));
-    assert_eq!(r.status, 200, "{}", r.text());
+    switchover(&c, p, q);
     // At once: the handoff of the Raft leadership is under way or has barely ended.
     c.nodes[p].proc.kill();
     let watch = c.watch();
@@ -140,12 +145,7 @@ fn killing_the_raft_leader_right_after_a_switchover_moves_nothing() {
 fn cutting_off_a_member_that_is_not_primary_moves_nothing() {
     let lab = tandem_testkit::netns::Lab::new(3);
     let c = lab_cluster(&lab);
-    let p = c.wait_primary(&[0, 1, 2]);
-    c.wait_formed();
-    assert!(
-        wait_leads(&c, &[0, 1, 2], p),
-        "the holder does not lead raft"
-    );
+    let p = settled(&c);
     let token = c.nodes[p].get_json("/primary")["fencing_token"].clone();
     let before = disturbances(&c, p).len();
     let watch = c.watch();

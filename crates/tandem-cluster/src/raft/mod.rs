@@ -67,7 +67,6 @@ pub struct RaftParts {
 pub struct RaftDcs {
     raft: Raft<TypeConfig>,
     sm: Arc<RwLock<SmData>>,
-    secret: Arc<str>,
     me: NodeId,
     election_max: Duration,
     /// Bound on one write: a leader that lost its quorum would otherwise wait forever.
@@ -275,7 +274,6 @@ impl RaftDcs {
         Ok(Arc::new(RaftDcs {
             raft,
             sm: sm_data,
-            secret,
             me,
             election_max,
             write_timeout,
@@ -312,18 +310,13 @@ impl RaftDcs {
     async fn forward(
         &self,
         id: NodeId,
-        addr: &str,
         cmd: &Command,
         deadline: tandem_core::clock::Instant,
     ) -> Option<Result<Outcome, String>> {
         let left = deadline.saturating_duration_since(tandem_core::clock::now());
-        let fallback;
-        let client = match self.peers.get(&id) {
-            Some(c) => c.as_ref(),
-            None => {
-                fallback = PeerClient::new(addr.to_string(), self.secret.clone());
-                &fallback
-            }
+        // Members are fixed when the cluster forms: every leader is one of the peers.
+        let Some(client) = self.peers.get(&id) else {
+            return Some(Err(format!("leader {id} is not among the peers")));
         };
         let mut rx = self.raft.metrics();
         let call = client.call::<_, Result<Outcome, String>>("/raft/write", cmd, left);
@@ -366,18 +359,17 @@ impl Dcs for RaftDcs {
             };
             let leader = match written {
                 Ok(resp) => return Ok(resp.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f
-                    .leader_id
-                    .zip(f.leader_node)
-                    .filter(|(id, _)| *id != self.me),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    f.leader_id.filter(|id| *id != self.me)
+                }
                 Err(e) => return Err(DcsError::Other(e.to_string())),
             };
-            let Some((id, node)) = leader else {
+            let Some(id) = leader else {
                 // No leader known yet: wait for one (or for the deadline).
                 self.leader_change(None, deadline).await;
                 continue;
             };
-            match self.forward(id, &node.addr, &cmd, deadline).await {
+            match self.forward(id, &cmd, deadline).await {
                 Some(Ok(o)) => return Ok(o),
                 Some(Err(e)) if tandem_core::clock::now() >= deadline => {
                     return Err(DcsError::NoQuorum(e))
